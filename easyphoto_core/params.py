@@ -220,9 +220,6 @@ def _describe_errors(
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
         label = specs.get(field, {}).get("label", "unknown field")
-        if field in data:
-            given = f" (got {data[field]!r})"
-        else:
-            given = ""
+        given = f" (got {data[field]!r})" if field in data else ""
         lines.append(f"{field} ({label}): {item['msg']}{given}")
     return f"Invalid {model.__name__}: " + "; ".join(lines)

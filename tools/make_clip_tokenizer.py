@@ -84,9 +84,7 @@ def derive(bpe_text: str) -> tuple[dict[str, int], list[str]]:
 def write_files(vocab: dict[str, int], merges: list[str], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     # One line per entry keeps the committed file diffable; ensure_ascii=False as HF writes it.
-    body = ",\n".join(
-        f"{json.dumps(tok, ensure_ascii=False)}: {idx}" for tok, idx in vocab.items()
-    )
+    body = ",\n".join(f"{json.dumps(tok, ensure_ascii=False)}: {idx}" for tok, idx in vocab.items())
     (out_dir / "vocab.json").write_text("{\n" + body + "\n}\n", encoding="utf-8")
     # "#version: 0.2" is the header HF writes; transformers 4.x's slow CLIPTokenizer drops line 0.
     (out_dir / "merges.txt").write_text(

@@ -1,0 +1,40 @@
+"""The callbacks A1111 calls: tab, settings and HTTP routes. Registered by scripts/easyphoto.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from easyphoto_app.api import register_routes
+from easyphoto_app.auth import parse_credentials
+from easyphoto_app.ui import build_ui
+from easyphoto_core.context import StudioContext
+from easyphoto_core.workspace import Workspace
+from easyphoto_webui import host
+
+
+class WebuiIntegration:
+    """Owns the studio context for the host process; one instance, made by the script file."""
+
+    def __init__(self) -> None:
+        self._context: StudioContext | None = None
+
+    def context(self) -> StudioContext:
+        # Created on first use: settings are only readable once the host has loaded them.
+        if self._context is None:
+            folders = host.host_folders()
+            self._context = StudioContext(
+                workspace=Workspace(host.workspace_root()),
+                backend_name="a1111",
+                host_info={"lora_dir": str(folders.lora),
+                           "controlnet_dirs": [str(p) for p in folders.controlnet]},
+            )
+        return self._context
+
+    def on_ui_tabs(self) -> list[tuple[Any, str, str]]:
+        return [(build_ui(self.context()), "EasyPhoto", "easyphoto")]
+
+    def on_ui_settings(self) -> None:
+        host.add_settings()
+
+    def on_app_started(self, demo: Any, app: Any) -> None:
+        register_routes(app, self.context(), credentials=parse_credentials(host.api_auth()))

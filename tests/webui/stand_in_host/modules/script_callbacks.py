@@ -1,0 +1,15 @@
+"""Stand-in for modules/script_callbacks.py: records what gets registered."""
+
+registered = {"ui_tabs": [], "ui_settings": [], "app_started": []}
+
+
+def on_ui_tabs(fn):
+    registered["ui_tabs"].append(fn)
+
+
+def on_ui_settings(fn):
+    registered["ui_settings"].append(fn)
+
+
+def on_app_started(fn):
+    registered["app_started"].append(fn)

@@ -1,0 +1,34 @@
+"""Stand-in for modules/shared.py: cmd_opts, opts with add_option, OptionInfo."""
+
+import os
+from types import SimpleNamespace
+
+cmd_opts = SimpleNamespace(
+    lora_dir=os.environ.get("STAND_IN_LORA_DIR") or None,
+    controlnet_dir=None,
+    api_auth=os.environ.get("STAND_IN_API_AUTH") or None,
+)
+
+
+class OptionInfo:
+    def __init__(self, default=None, label="", component=None, component_args=None, section=None):
+        self.default, self.label, self.section = default, label, section
+
+
+class Options:
+    def __init__(self):
+        object.__setattr__(self, "data_labels", {})
+        object.__setattr__(self, "data", {"outdir_samples": ""})
+
+    def add_option(self, key, info):
+        self.data_labels[key] = info
+        self.data.setdefault(key, info.default)
+
+    def __getattr__(self, item):
+        try:
+            return self.data[item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+
+opts = Options()
