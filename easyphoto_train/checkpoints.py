@@ -1,0 +1,101 @@
+"""Checkpoints of a run: the LoRA tensors and the optimizer state, each file written atomically.
+
+`step-000100.safetensors` holds the kohya LoRA (loadable as is); `step-000100.optim.safetensors`
+holds AdamW's moments, so `--resume` continues where the last good checkpoint stopped. No pickle:
+both are safetensors, the step and learning rates in the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from easyphoto_core.workspace import atomic_save_with
+
+CHECKPOINT_PATTERN = re.compile(r"step-(\d{6})\.safetensors")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    lora_path: Path
+
+    @property
+    def optimizer_path(self) -> Path:
+        return self.lora_path.with_name(self.lora_path.name.replace(".safetensors",
+                                                                     ".optim.safetensors"))
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:06d}.safetensors"
+
+
+def list_checkpoints(directory: Path) -> list[Checkpoint]:
+    """Complete checkpoints (LoRA and optimizer files both present), oldest first."""
+    found = []
+    for path in sorted(directory.glob("step-*.safetensors")):
+        match = CHECKPOINT_PATTERN.fullmatch(path.name)
+        if match and Checkpoint(int(match.group(1)), path).optimizer_path.is_file():
+            found.append(Checkpoint(int(match.group(1)), path))
+    return found
+
+
+def save_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Tensor],
+                    metadata: dict[str, str], optimizer: torch.optim.Optimizer,
+                    parameter_names: dict[int, str]) -> Checkpoint:
+    """Optimizer state first, LoRA last: a LoRA file present means its checkpoint is complete."""
+    checkpoint = Checkpoint(step, checkpoint_path(directory, step))
+    moments, optimizer_meta = _optimizer_tensors(optimizer, parameter_names)
+    optimizer_meta["step"] = str(step)
+    atomic_save_with(checkpoint.optimizer_path,
+                     lambda tmp: save_file(moments, str(tmp), metadata=optimizer_meta))
+    cpu_tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora_tensors.items()}
+    atomic_save_with(checkpoint.lora_path,
+                     lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
+    return checkpoint
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameter_names: dict[int, str]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors: dict[str, torch.Tensor] = {}
+    steps: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter)
+            if not state:
+                continue
+            name = parameter_names[id(parameter)]
+            tensors[f"{name}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
+            tensors[f"{name}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
+            steps[name] = float(state["step"])
+    return tensors, {"adam_steps": json.dumps(steps)}
+
+
+def load_optimizer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer,
+                         parameter_names: dict[int, str]) -> None:
+    """Put AdamW's moments back, matched by parameter name (not by position)."""
+    from safetensors import safe_open
+
+    tensors = load_file(str(checkpoint.optimizer_path))
+    with safe_open(str(checkpoint.optimizer_path), framework="pt") as handle:
+        steps = json.loads(handle.metadata()["adam_steps"])
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            name = parameter_names[id(parameter)]
+            if name not in steps:
+                continue
+            device = parameter.device
+            optimizer.state[parameter] = {
+                "step": torch.tensor(steps[name]),
+                "exp_avg": tensors[f"{name}.exp_avg"].to(device),
+                "exp_avg_sq": tensors[f"{name}.exp_avg_sq"].to(device),
+            }
+
+
+def read_checkpoint_lora(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint.lora_path))

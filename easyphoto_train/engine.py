@@ -1,0 +1,120 @@
+"""The optimisation itself: cached latents, one caption, LoRA on UNet + text encoder, AdamW.
+
+Everything per step stays on the device and has a fixed shape (indices, flips, timesteps and noise
+are drawn there), so the same step can later be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from easyphoto_core.params import TrainParams
+
+
+@dataclass
+class TrainingModels:
+    """What the loop trains: frozen base models with LoRA layers injected (see lora_layers)."""
+
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    network: Any  # easyphoto_core.lora_layers.LoRANetwork
+    alphas_cumprod: torch.Tensor  # [1000] from the SD1.5 scheduler config
+    device: torch.device
+    dtype: torch.dtype  # compute dtype of the frozen weights
+
+
+@torch.no_grad()
+def encode_latents(vae: torch.nn.Module, images: np.ndarray, *, device: torch.device,
+                   dtype: torch.dtype, batch_size: int = 4) -> torch.Tensor:
+    """uint8 [N,H,W,3] -> latents [N, 2, 4, H/8, W/8]: unflipped and horizontally flipped.
+
+    Encoded once per run (the VAE is then no longer needed); the distribution's mean is used so
+    the cache is deterministic.
+    """
+    scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)  # [2N,3,H,W]
+    chunks = []
+    for start in range(0, pixels.shape[0], batch_size):
+        chunk = pixels[start : start + batch_size].to(device=device, dtype=dtype)
+        chunks.append(vae.encode(chunk).latent_dist.mean.float() * scaling)
+    latents = torch.cat(chunks)
+    return latents.view(images.shape[0], 2, *latents.shape[1:])
+
+
+def build_optimizer(network: Any, params: TrainParams) -> torch.optim.AdamW:
+    """AdamW, constant LR; the text encoder at lr x text_encoder_lr_ratio (EasyPhoto: lr/2)."""
+    unet_params, te_params = network.parameters_by_part()
+    groups = [{"params": unet_params, "lr": params.learning_rate, "name": "unet"}]
+    te_lr = params.learning_rate * params.text_encoder_lr_ratio
+    if te_lr > 0:
+        groups.append({"params": te_params, "lr": te_lr, "name": "text_encoder"})
+    else:
+        for parameter in te_params:
+            parameter.requires_grad_(False)
+    return torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=1e-2, eps=1e-8)
+
+
+class LoRATrainingLoop:
+    """Optimizer steps over cached latents. `micro_batch` x `accumulation` = effective batch."""
+
+    def __init__(self, models: TrainingModels, latents: torch.Tensor, token_ids: torch.Tensor,
+                 params: TrainParams, *, micro_batch: int, seed: int) -> None:
+        if params.effective_batch_size % micro_batch:
+            raise ValueError(f"micro batch {micro_batch} must divide the effective batch "
+                             f"{params.effective_batch_size}")
+        self.models = models
+        self.latents = latents.to(models.device)
+        self.token_ids = token_ids.to(models.device)
+        self.params = params
+        self.micro_batch = micro_batch
+        self.accumulation = params.effective_batch_size // micro_batch
+        self.optimizer = build_optimizer(models.network, params)
+        self.generator = torch.Generator(device=models.device).manual_seed(seed)
+        self.step_count = 0
+
+    def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        device, count = self.models.device, self.latents.shape[0]
+        index = torch.randint(0, count, (self.micro_batch,), device=device, generator=self.generator)
+        flip_choices = 2 if self.params.random_flip else 1
+        flip = torch.randint(0, flip_choices, (self.micro_batch,), device=device,
+                             generator=self.generator)
+        clean = self.latents[index, flip]
+        noise = torch.randn(clean.shape, device=device, generator=self.generator)
+        steps = self.models.alphas_cumprod.shape[0]
+        timesteps = torch.randint(0, steps, (self.micro_batch,), device=device,
+                                  generator=self.generator)
+        return clean, noise, timesteps
+
+    def _micro_step_loss(self) -> torch.Tensor:
+        models = self.models
+        clean, noise, timesteps = self._sample_batch()
+        alpha_bar = models.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
+        autocast = models.device.type == "cuda" and models.dtype != torch.float32
+        with torch.autocast(models.device.type, dtype=models.dtype, enabled=autocast):
+            # one caption for every image: encode it once and share it across the batch
+            hidden = models.text_encoder(self.token_ids)[0]
+            hidden = hidden.expand(self.micro_batch, -1, -1)
+            prediction = models.unet(noisy.to(models.dtype), timesteps, hidden).sample
+        return F.mse_loss(prediction.float(), noise, reduction="mean")
+
+    def step(self) -> float:
+        """One optimizer step; returns the mean loss over its micro-batches."""
+        total = 0.0
+        for _ in range(self.accumulation):
+            loss = self._micro_step_loss() / self.accumulation
+            loss.backward()
+            total += float(loss.detach())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss became {total} at step {self.step_count}")
+        return total

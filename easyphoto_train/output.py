@@ -1,0 +1,120 @@
+"""The end of a run: pick or fuse checkpoints, write the final LoRA and the training report."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from easyphoto_core import __version__
+from easyphoto_core.workspace import atomic_save_with, atomic_write_json
+from easyphoto_train.checkpoints import Checkpoint, read_checkpoint_lora
+from easyphoto_train.events import EventWriter
+from easyphoto_train.job import TrainJob
+
+
+@dataclass
+class ValidationRecord:
+    """Identity scores of one checkpoint's validation images (higher = more like the user)."""
+
+    step: int
+    scores: list[float]
+    images: list[str]
+    best_image: str | None = None
+
+    @property
+    def mean_score(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else float("-inf")
+
+
+@dataclass
+class Selection:
+    steps: list[int]
+    score: float | None
+    fusion_error: float | None = None
+    face_id_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def select_checkpoints(checkpoints: list[Checkpoint], validations: dict[int, ValidationRecord],
+                       *, mode: str, top_k: int) -> Selection:
+    """Best by mean validation score (or the last when unvalidated); top k when fusing."""
+    scored = [c for c in checkpoints if c.step in validations]
+    if not scored:
+        return Selection([checkpoints[-1].step], None, notes=["no validation: last checkpoint"])
+    ranked = sorted(scored, key=lambda c: validations[c.step].mean_score, reverse=True)
+    chosen = ranked[: top_k if mode == "fusion" else 1]
+    best = validations[ranked[0].step]
+    score = sum(validations[c.step].mean_score for c in chosen) / len(chosen)
+    return Selection([c.step for c in chosen], score, face_id_source=best.best_image)
+
+
+def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank: int
+                       ) -> tuple[dict[str, Any], float | None]:
+    """One checkpoint's tensors as they are, or the ΔW fusion of several (with its error)."""
+    by_step = {c.step: c for c in checkpoints}
+    if len(selection.steps) == 1:
+        return read_checkpoint_lora(by_step[selection.steps[0]]), None
+    from easyphoto_core.lora_format import fuse_loras
+
+    loras = [read_checkpoint_lora(by_step[step]) for step in selection.steps]
+    fused, report = fuse_loras(loras, weights=None, rank=rank)
+    return fused, float(report.relative_error)
+
+
+def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
+               validations: dict[int, ValidationRecord], events: EventWriter,
+               seconds: float, base_model_hash: str) -> Path:
+    from easyphoto_core.lora_format import build_metadata
+    from safetensors.torch import save_file
+
+    if not checkpoints:
+        raise RuntimeError("training produced no checkpoint")
+    params = job.params
+    selection = select_checkpoints(checkpoints, validations, mode=params.lora_selection,
+                                   top_k=params.fusion_top_k)
+    tensors, selection.fusion_error = final_lora_tensors(checkpoints, selection, params.rank)
+    lora_name = f"easyphoto_{job.user_id}"
+    metadata = build_metadata(
+        user_id=job.user_id, rank=params.rank, alpha=params.network_alpha,
+        base_model_hash=base_model_hash, steps=max(c.step for c in checkpoints),
+        score=selection.score, output_name=lora_name,
+    )
+    final = job.output_dir / f"{lora_name}.safetensors"
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_save_with(final, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    copies = [_copy_atomically(final, directory) for directory in job.lora_copy_dirs]
+    if selection.face_id_source:
+        _copy_atomically(Path(selection.face_id_source), job.output_dir, name="face_id.png")
+    report = _report(job, selection, validations, final, copies, seconds)
+    atomic_write_json(job.output_dir / "training_report.json", report)
+    events.emit("done", lora_path=str(final), lora_copies=[str(c) for c in copies],
+                selected=selection.steps, score=selection.score,
+                fusion_error=selection.fusion_error, seconds=round(seconds, 2))
+    return final
+
+
+def _copy_atomically(source: Path, directory: Path, *, name: str | None = None) -> Path:
+    target = directory / (name or source.name)
+    atomic_save_with(target, lambda tmp: shutil.copyfile(source, tmp))
+    return target
+
+
+def _report(job: TrainJob, selection: Selection, validations: dict[int, ValidationRecord],
+            final: Path, copies: list[Path], seconds: float) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "user_id": job.user_id,
+        "base_model": str(job.base_model),
+        "lora": str(final),
+        "lora_copies": [str(c) for c in copies],
+        "selected_steps": selection.steps,
+        "selection_mode": job.params.lora_selection,
+        "score": selection.score,
+        "fusion_error": selection.fusion_error,
+        "notes": selection.notes,
+        "validations": {str(s): {"scores": v.scores, "mean": v.mean_score, "images": v.images}
+                        for s, v in sorted(validations.items())},
+        "seconds": round(seconds, 2),
+    }

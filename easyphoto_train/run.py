@@ -1,0 +1,125 @@
+"""One training run, start to finish: load, cache, optimise, checkpoint, validate, select, save."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from easyphoto_core.params import TRIGGER_CAPTION
+from easyphoto_train.cancel import CancelToken
+from easyphoto_train.checkpoints import (
+    Checkpoint,
+    list_checkpoints,
+    load_optimizer_state,
+    read_checkpoint_lora,
+    save_checkpoint,
+)
+from easyphoto_train.engine import LoRATrainingLoop, TrainingModels, encode_latents
+from easyphoto_train.events import EventWriter
+from easyphoto_train.job import TrainJob
+from easyphoto_train.output import ValidationRecord, finish_run
+from easyphoto_train.setup import (
+    legacy_model_hash,
+    load_dataset_images,
+    load_training_models,
+    resolve_device,
+)
+
+
+class Cancelled(Exception):
+    def __init__(self, step: int, checkpoint: Checkpoint | None) -> None:
+        super().__init__(f"cancelled at step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@dataclass
+class RunState:
+    total_steps: int
+    start_step: int
+    checkpoints: list[Checkpoint]
+    validations: dict[int, ValidationRecord] = field(default_factory=dict)
+
+
+def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Path:
+    """Train; return the final LoRA path. Raises Cancelled, or the error that stopped it."""
+    started = time.perf_counter()
+    device, dtype = resolve_device(job.device, job.params.mixed_precision)
+    images = load_dataset_images(job.dataset_dir, job.params.resolution)
+    models, components = load_training_models(job, device=device, dtype=dtype)
+    latents = encode_latents(components.vae, images, device=device, dtype=dtype)
+    token_ids = components.tokenizer(
+        TRIGGER_CAPTION, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+    micro_batch = job.params.train_batch_size if job.params.low_vram else \
+        job.params.effective_batch_size
+    loop = LoRATrainingLoop(models, latents, token_ids, job.params, micro_batch=micro_batch,
+                            seed=job.params.seed)
+    state = _prepare_state(job, loop, images.shape[0])
+    events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
+                photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
+                startup_seconds=round(time.perf_counter() - started, 2))
+    _optimise(job, loop, state, events, cancel)
+    return finish_run(job, state.checkpoints, validations=state.validations, events=events,
+                      seconds=time.perf_counter() - started,
+                      base_model_hash=legacy_model_hash(job.base_model))
+
+
+def _prepare_state(job: TrainJob, loop: LoRATrainingLoop, photo_count: int) -> RunState:
+    total = job.params.optimizer_steps(photo_count)
+    existing = list_checkpoints(job.checkpoints_dir)
+    if job.resume and existing:
+        last = existing[-1]
+        loop.models.network.load_state_dict_kohya(read_checkpoint_lora(last))
+        load_optimizer_state(last, loop.optimizer, _parameter_names(loop.models))
+        loop.step_count = last.step
+        # a new seed stream for the continuation: replaying the first steps' draws adds nothing
+        loop.generator.manual_seed(job.params.seed + last.step)
+        return RunState(total, last.step, existing)
+    for stale in existing:  # a fresh run must not select a previous run's checkpoints
+        stale.optimizer_path.unlink(missing_ok=True)
+        stale.lora_path.unlink(missing_ok=True)
+    return RunState(total, 0, [])
+
+
+def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
+              cancel: CancelToken) -> None:
+    every = job.params.val_and_checkpointing_steps
+    timer_start, timed_steps = time.perf_counter(), 0
+    while loop.step_count < state.total_steps:
+        if cancel.requested:
+            raise Cancelled(loop.step_count, state.checkpoints[-1] if state.checkpoints else None)
+        loss = loop.step()
+        timed_steps += 1
+        per_step = (time.perf_counter() - timer_start) / timed_steps
+        events.emit("step", step=loop.step_count, total_steps=state.total_steps,
+                    loss=round(loss, 6), seconds_per_step=round(per_step, 4),
+                    eta_seconds=round(per_step * (state.total_steps - loop.step_count), 1))
+        if loop.step_count % every == 0 or loop.step_count == state.total_steps:
+            state.checkpoints.append(_checkpoint(job, loop, events))
+
+
+def _checkpoint(job: TrainJob, loop: LoRATrainingLoop, events: EventWriter) -> Checkpoint:
+    network = loop.models.network
+    checkpoint = save_checkpoint(
+        job.checkpoints_dir, loop.step_count, network.state_dict_kohya(),
+        {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": job.user_id},
+        loop.optimizer, _parameter_names(loop.models),
+    )
+    events.emit("checkpoint", step=checkpoint.step, path=str(checkpoint.lora_path))
+    return checkpoint
+
+
+def _parameter_names(models: TrainingModels) -> dict[int, str]:
+    return {id(p): name for name, p in models.network.named_parameters()}
+
+
+def fixed_batch_losses(loop: LoRATrainingLoop, steps: int) -> list[float]:
+    """Loss on one fixed batch across `steps` optimizer steps (used by tests: it must fall)."""
+    state = loop.generator.get_state()
+    losses = []
+    for _ in range(steps):
+        loop.generator.set_state(state)
+        losses.append(loop.step())
+    return losses
+

@@ -1,0 +1,91 @@
+"""Loading what a run needs: device and precision, the dataset's images, the base model + LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from easyphoto_train.engine import TrainingModels
+from easyphoto_train.job import JobError, TrainJob
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in",
+                "proj_out")
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+def resolve_device(requested: str, precision: str) -> tuple[torch.device, torch.dtype]:
+    """'auto' = CUDA when present; bf16 on GPUs that support it, else fp16; CPU always fp32."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise JobError("The job asks for CUDA but torch sees no CUDA device; use --device cpu.")
+    if device.type != "cuda":
+        return device, torch.float32
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return device, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def load_dataset_images(dataset_dir: Path, resolution: int) -> np.ndarray:
+    """The preprocessed training crops as uint8 [N, res, res, 3] (metadata.jsonl lists them)."""
+    index = dataset_dir / "metadata.jsonl"
+    if not index.is_file():
+        raise JobError(f"No dataset at {dataset_dir} (metadata.jsonl missing): run preprocess "
+                       "first.")
+    images = []
+    for line in index.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        image = Image.open(dataset_dir / entry["file_name"]).convert("RGB")
+        if image.size != (resolution, resolution):
+            image = image.resize((resolution, resolution), Image.LANCZOS)
+        images.append(np.asarray(image, dtype=np.uint8))
+    if not images:
+        raise JobError(f"The dataset at {dataset_dir} lists no images.")
+    return np.stack(images)
+
+
+def load_training_models(job: TrainJob, *, device: torch.device, dtype: torch.dtype
+                         ) -> tuple[TrainingModels, Any]:
+    """Base model from the single-file checkpoint, frozen, with LoRA injected; components too."""
+    from easyphoto_core.lora_layers import inject_lora
+
+    from easyphoto_core.sd.loading import load_sd15_checkpoint
+
+    components = load_sd15_checkpoint(job.base_model, device=device, dtype=dtype)
+    for module in (components.unet, components.text_encoder, components.vae):
+        module.requires_grad_(False)
+        module.eval()
+    if job.params.low_vram:
+        components.unet.enable_gradient_checkpointing()
+    network = inject_lora(components.unet, components.text_encoder, rank=job.params.rank,
+                          alpha=job.params.network_alpha, unet_targets=UNET_TARGETS,
+                          te_targets=TEXT_ENCODER_TARGETS)
+    network.to(device=device, dtype=torch.float32)  # trainable LoRA weights stay fp32
+    alphas_cumprod = _alphas_cumprod(components.scheduler_config).to(device)
+    models = TrainingModels(components.unet, components.text_encoder, network, alphas_cumprod,
+                            device, dtype)
+    return models, components
+
+
+def legacy_model_hash(path: Path) -> str:
+    """A1111's short model hash (sha256 of 64 KiB at 1 MiB): instant even for a 4 GB file."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        handle.seek(0x100000)
+        return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
+
+
+def _alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
+    """The base model's training noise schedule (SD1.5: 'scaled_linear' over 1000 steps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(config).alphas_cumprod.float()
