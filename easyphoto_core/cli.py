@@ -11,6 +11,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from easyphoto_core.weights import WeightsError
+
+# Errors whose message already says what is wrong and what to do: printed without a traceback.
+USER_ERRORS = (ValueError, OSError, WeightsError)
+
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -25,12 +30,14 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from easyphoto_core import weights
 
-    paths = weights.WeightPaths.standalone(
-        models_dir=args.models_dir, controlnet_dir=args.controlnet_dir,
-        lora_dir=args.lora_dir, checkpoint_dir=args.checkpoint_dir,
-    )
+    paths = weights.WeightPaths.standalone(root=args.weights_dir)
+    overrides = {"controlnet": args.controlnet_dir, "lora": args.lora_dir,
+                 "checkpoint": args.checkpoint_dir}
+    paths = dataclasses.replace(paths, **{k: Path(v) for k, v in overrides.items() if v})
     if args.list or not args.names:
         print(weights.format_listing(paths))
         return 0
@@ -55,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="list or fetch the weights EasyPhoto uses")
     download.add_argument("names", nargs="*", metavar="NAME", help="registry names to fetch")
     download.add_argument("--list", action="store_true", help="print the registry and exit")
-    download.add_argument("--models-dir", help="our models folder (default: models/)")
+    download.add_argument("--weights-dir", help="root of downloaded weights (default: weights/ "
+                          "or $EASYPHOTO_MODELS_DIR)")
     download.add_argument("--controlnet-dir", help="ControlNet models folder")
     download.add_argument("--lora-dir", help="LoRA folder")
     download.add_argument("--checkpoint-dir", help="Stable Diffusion checkpoints folder")
@@ -67,6 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError) as error:  # our errors say what is wrong and what to do
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,6 +1,6 @@
 """`python -m easyphoto_train --config JOB.json [--resume]`: the training subprocess.
 
-Prints JSON-lines events (easyphoto_train.events) and exits with an ExitCode:
+Prints JSON-lines events (easyphoto_core.training.events) and exits with an ExitCode:
 0 done, 1 error, 2 bad job or input, 3 cancelled (SIGTERM / cancel file), 4 out of GPU memory.
 """
 
@@ -13,9 +13,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from easyphoto_core.training.events import EventWriter, ExitCode
+from easyphoto_core.training.job import JobError, load_job
 from easyphoto_train.cancel import CancelToken
-from easyphoto_train.events import EventWriter, ExitCode
-from easyphoto_train.job import JobError, load_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from easyphoto_core import __version__
+from easyphoto_core.training.events import EventWriter
+from easyphoto_core.training.job import TrainJob
 from easyphoto_core.workspace import atomic_save_with, atomic_write_json
 from easyphoto_train.checkpoints import Checkpoint, read_checkpoint_lora
-from easyphoto_train.events import EventWriter
-from easyphoto_train.job import TrainJob
 
 
 @dataclass

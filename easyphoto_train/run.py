@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from easyphoto_core.params import TRIGGER_CAPTION
+from easyphoto_core.training.events import EventWriter
+from easyphoto_core.training.job import TrainJob
 from easyphoto_train.cancel import CancelToken
 from easyphoto_train.checkpoints import (
     Checkpoint,
@@ -16,8 +18,6 @@ from easyphoto_train.checkpoints import (
     save_checkpoint,
 )
 from easyphoto_train.engine import LoRATrainingLoop, TrainingModels, encode_latents
-from easyphoto_train.events import EventWriter
-from easyphoto_train.job import TrainJob
 from easyphoto_train.output import ValidationRecord, finish_run
 from easyphoto_train.setup import (
     legacy_model_hash,

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from easyphoto_core.training.job import JobError, TrainJob
 from easyphoto_train.engine import TrainingModels
-from easyphoto_train.job import JobError, TrainJob
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in",
                 "proj_out")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "easyphoto_core", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_download_list_shows_every_record_and_its_state(tmp_path):
+    (tmp_path / "face_detection_yunet_2023mar.onnx").write_bytes(
+        (REPO.parent / "shared/models/face_detection_yunet_2023mar.onnx").read_bytes())
+    result = run_cli("download", "--list", "--weights-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "present" in lines["face_detection_yunet_2023mar"]
+    assert "missing" in lines["control_v11p_sd15_canny"]
+    assert {"control_v11p_sd15_openpose", "control_v11f1e_sd15_tile"} <= set(lines)
+
+
+def test_offline_download_says_what_to_put_where_without_traceback(tmp_path):
+    result = run_cli("download", "control_v11p_sd15_canny", "--controlnet-dir", str(tmp_path),
+                     env_extra={"EASYPHOTO_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(tmp_path / "control_v11p_sd15_canny_fp16.safetensors") in result.stderr
+    assert "https://" in result.stderr
+    assert list(tmp_path.iterdir()) == []
