@@ -24,7 +24,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
     files = write_tiny_models(Path(args.out_dir), seed=args.seed, size=args.size)
     print(f"Wrote {args.size} random-weight models (they make noise, not portraits):")
-    for path in files.all_paths():
+    for path in (files.checkpoint, *files.controlnets.values()):
         print(f"  {path}")
     return 0
 

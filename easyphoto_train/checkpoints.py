@@ -90,8 +90,10 @@ def load_optimizer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimize
             if name not in steps:
                 continue
             device = parameter.device
+            # capturable AdamW (CUDA graphs) keeps its step counter on the parameter's device
+            step_device = device if group.get("capturable") else "cpu"
             optimizer.state[parameter] = {
-                "step": torch.tensor(steps[name]),
+                "step": torch.tensor(steps[name], dtype=torch.float32, device=step_device),
                 "exp_avg": tensors[f"{name}.exp_avg"].to(device),
                 "exp_avg_sq": tensors[f"{name}.exp_avg_sq"].to(device),
             }
