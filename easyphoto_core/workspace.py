@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-LORA_PREFIX = "easyphoto_"  # LoRA file stem = prefix + user id, so our files are easy to spot
+LORA_PREFIX = "easyphoto_"
+FILE_MODE = 0o644  # mkstemp makes 0600 files; the host (another user, a web server) must read them  # LoRA file stem = prefix + user id, so our files are easy to spot
 
 
 class UserIdError(ValueError):
@@ -140,6 +141,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bin
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(tmp_name, FILE_MODE)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -169,6 +171,7 @@ def atomic_save_with(path: str | os.PathLike[str], save: Callable[[Path], None])
         prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     os.close(fd)
+    os.chmod(tmp_name, FILE_MODE)
     try:
         save(Path(tmp_name))
         with open(tmp_name, "rb") as handle:

@@ -47,7 +47,7 @@ def run_and_report(job, events: EventWriter, cancel: CancelToken) -> int:
         events.emit("cancelled", step=stop.step,
                     checkpoint=str(stop.checkpoint.lora_path) if stop.checkpoint else None)
         return ExitCode.CANCELLED
-    except (JobError, CheckpointError) as error:
+    except (JobError, CheckpointError, FileNotFoundError) as error:
         events.emit("error", kind="bad_input", message=str(error), hint="")
         return ExitCode.BAD_CONFIG
     except Exception as error:  # every failure becomes an event the parent can show

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FACES = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "faces"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from easyphoto_core.sd.tiny import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def write_dataset(folder: Path, photos: list[Path], resolution: int) -> Path:
+    """A dataset in the preprocess layout: images listed in metadata.jsonl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, photo in enumerate(photos):
+        image = Image.open(photo).convert("RGB")
+        side = min(image.size)
+        image = image.crop((0, 0, side, side)).resize((resolution, resolution))
+        name = f"{index:03d}.png"
+        image.save(folder / name)
+        lines.append(json.dumps({"file_name": name, "text": "easyphoto_face, easyphoto, 1person"}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    if not FACES.is_dir():
+        pytest.skip(f"real test photos not found at {FACES}")
+    photos = [FACES / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    return write_dataset(tmp_path_factory.mktemp("dataset"), photos, 256)
+
+
+def random_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (count, size, size, 3), dtype=np.uint8)

@@ -1,0 +1,157 @@
+"""The trainer on the tiny model: in-process maths, and `python -m easyphoto_train` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from easyphoto_core.params import TrainParams, parse_params
+from easyphoto_core.training.events import ExitCode, parse_event
+from easyphoto_core.training.job import TrainJob
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"resolution": 256, "rank": 4, "network_alpha": 4, "val_and_checkpointing_steps": 2,
+        "max_train_steps": 4, "validation": False, "lora_selection": "best"}
+
+
+def make_job(tmp_path, tiny_models, dataset, **params) -> TrainJob:
+    return TrainJob(
+        user_id="obama", base_model=tiny_models.checkpoint, dataset_dir=dataset,
+        output_dir=tmp_path / "user", params=parse_params(TrainParams, {**FAST, **params}),
+        device="cpu", lora_copy_dirs=(tmp_path / "host_lora",),
+        cancel_file=tmp_path / "cancel",
+    )
+
+
+def start_trainer(job: TrainJob, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    job_file = tmp_path / "job.json"
+    job.save(job_file)
+    return subprocess.Popen([sys.executable, "-m", "easyphoto_train", "--config", str(job_file),
+                             *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def events_of(process: subprocess.Popen, on_event=None) -> list[dict]:
+    events = []
+    for line in process.stdout:
+        event = parse_event(line)
+        if event:
+            events.append(event)
+            if on_event:
+                on_event(event)
+    process.wait(timeout=300)
+    return events
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_models, tiny_dataset, tmp_path):
+    from easyphoto_train.engine import LoRATrainingLoop, encode_latents
+    from easyphoto_train.run import fixed_batch_losses
+    from easyphoto_train.setup import load_dataset_images, load_training_models
+
+    job = make_job(tmp_path, tiny_models, tiny_dataset, learning_rate=1e-3, rank=8)
+    models, components = load_training_models(job, device=torch.device("cpu"),
+                                              dtype=torch.float32)
+    latents = encode_latents(components.vae, load_dataset_images(tiny_dataset, 256),
+                             device=torch.device("cpu"), dtype=torch.float32)
+    tokens = components.tokenizer("easyphoto_face", padding="max_length", max_length=77,
+                                  return_tensors="pt").input_ids
+    loop = LoRATrainingLoop(models, latents, tokens, job.params, micro_batch=4, seed=0)
+    losses = fixed_batch_losses(loop, 8)
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_subprocess_trains_and_writes_a_kohya_lora(tiny_models, tiny_dataset, tmp_path):
+    job = make_job(tmp_path, tiny_models, tiny_dataset)
+    process = start_trainer(job, tmp_path)
+    events = events_of(process)
+    assert process.returncode == ExitCode.OK, process.stderr.read()
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [2, 4]
+    assert all(e["loss"] > 0 for e in events if e["event"] == "step")
+    done = events[-1]
+    final = Path(done["lora_path"])
+    assert final == job.output_dir / "easyphoto_obama.safetensors"
+    assert (tmp_path / "host_lora" / final.name).read_bytes() == final.read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(str(final), framework="pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    assert any(k.startswith("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q")
+               for k in keys)
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj") for k in keys)
+    assert metadata["ss_network_dim"] == "4" and metadata["easyphoto_user_id"] == "obama"
+    report = json.loads((job.output_dir / "training_report.json").read_text())
+    assert report["selected_steps"] == [4]
+
+
+def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tiny_models, tiny_dataset,
+                                                              tmp_path):
+    job = make_job(tmp_path, tiny_models, tiny_dataset, max_train_steps=6)
+
+    def cancel_after_first_checkpoint(event):
+        if event["event"] == "checkpoint":
+            job.cancel_file.write_text("cancel")
+
+    process = start_trainer(job, tmp_path)
+    events = events_of(process, cancel_after_first_checkpoint)
+    assert process.returncode == ExitCode.CANCELLED
+    assert events[-1]["event"] == "cancelled" and events[-1]["step"] == 2
+    assert not (job.output_dir / "easyphoto_obama.safetensors").exists()
+    assert (job.checkpoints_dir / "step-000002.safetensors").is_file()
+
+    job.cancel_file.unlink()
+    resumed = start_trainer(job, tmp_path, "--resume")
+    events = events_of(resumed)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr.read()
+    assert events[0]["start_step"] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [3, 4, 5, 6]
+
+
+def test_sigterm_stops_within_a_step(tiny_models, tiny_dataset, tmp_path):
+    job = make_job(tmp_path, tiny_models, tiny_dataset, max_train_steps=200,
+                   val_and_checkpointing_steps=100)
+    process = start_trainer(job, tmp_path)
+    seen = []
+
+    def terminate_on_second_step(event):
+        seen.append(event)
+        if event["event"] == "step" and event["step"] == 2:
+            process.terminate()
+
+    started = time.monotonic()
+    events = events_of(process, terminate_on_second_step)
+    assert process.returncode == ExitCode.CANCELLED
+    assert events[-1]["event"] == "cancelled" and events[-1]["step"] <= 3
+    assert time.monotonic() - started < 120
+
+
+def test_bad_job_is_refused_with_exit_code_2(tmp_path):
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"user_id": "../x", "base_model": "a", "dataset_dir": "b",
+                                    "output_dir": "c"}))
+    result = subprocess.run([sys.executable, "-m", "easyphoto_train", "--config", str(job_file)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == ExitCode.BAD_CONFIG
+    event = parse_event(result.stdout.strip().splitlines()[-1])
+    assert event["event"] == "error" and "../x" in event["message"]
+
+
+@pytest.mark.parametrize("missing", ["dataset", "checkpoint"])
+def test_missing_inputs_name_the_path(tiny_models, tiny_dataset, tmp_path, missing):
+    job = make_job(tmp_path, tiny_models, tiny_dataset)
+    if missing == "dataset":
+        job = TrainJob(**{**job.__dict__, "dataset_dir": tmp_path / "nope"})
+    else:
+        job = TrainJob(**{**job.__dict__, "base_model": tmp_path / "nope.safetensors"})
+    process = start_trainer(job, tmp_path)
+    events = events_of(process)
+    assert process.returncode == ExitCode.BAD_CONFIG
+    assert "nope" in events[-1]["message"]
