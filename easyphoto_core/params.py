@@ -46,7 +46,7 @@ class TrainParams(_Params):
         description="Side of the square training crops, in pixels.",
     )
     val_and_checkpointing_steps: int = Field(
-        100, ge=10, le=2000, title="Validation & save steps",
+        100, ge=1, le=2000, title="Validation & save steps",
         description="Save a checkpoint and validate it every this many optimizer steps.",
     )
     max_train_steps: int = Field(
@@ -87,6 +87,11 @@ class TrainParams(_Params):
     min_face_size: int = Field(
         64, ge=16, le=512, title="Min face size",
         description="Smallest accepted face box side in pixels, in the original photo.",
+    )
+    identity_tolerance: float = Field(
+        1.0, ge=0.5, le=1.5, title="Identity tolerance",
+        description="Photos whose face differs from the majority's by more than the face model's "
+        "same-person distance x this are dropped as someone else; lower is stricter.",
     )
     min_photos: int = Field(3, ge=1, le=50, title="Min usable photos")
     max_photos: int = Field(50, ge=1, le=200, title="Max photos")

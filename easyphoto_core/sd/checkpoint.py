@@ -88,8 +88,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read this safetensors file ({exc}). "
-                              f"{REDOWNLOAD_ADVICE}") from exc
+        raise CheckpointError(
+            f"{path}: cannot read this safetensors file ({exc}). {REDOWNLOAD_ADVICE}"
+        ) from exc
     metadata = header.get("__metadata__") or {}
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
@@ -105,8 +106,10 @@ def _read_safetensors_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise CheckpointError(f"{path} is empty or too short ({size} bytes) to be a model file. "
-                                  f"{REDOWNLOAD_ADVICE}")
+            raise CheckpointError(
+                f"{path} is empty or too short ({size} bytes) to be a model file. "
+                f"{REDOWNLOAD_ADVICE}"
+            )
         (header_length,) = struct.unpack("<Q", prefix)
         if header_length > MAX_SAFETENSORS_HEADER:
             raise CheckpointError(not_safetensors)
@@ -137,7 +140,11 @@ def _data_length(header: Mapping[str, Any], path: Path) -> int:
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+        ):
             raise CheckpointError(f"{path} is not a valid safetensors file (bad entry {name!r}).")
         end = max(end, offsets[1])
     return end

@@ -56,7 +56,9 @@ VAE_ATTENTION_NAMES = (
 
 # The VAE mid-block attention projections are 1x1 convs [C, C, 1, 1] in LDM, Linear [C, C] in
 # diffusers.
-_LDM_CONV_ATTENTION = re.compile(r"(?:^|\.)(?:encoder|decoder)\.mid\.attn_1\.(?:q|k|v|proj_out)\.weight$")
+_LDM_CONV_ATTENTION = re.compile(
+    r"(?:^|\.)(?:encoder|decoder)\.mid\.attn_1\.(?:q|k|v|proj_out)\.weight$"
+)
 
 # transformers keeps CLIP's position ids as a buffer (persistent in 4.x, not in 5.x). Host files
 # often carry a stale or float copy; the loader always rebuilds it, the writer never saves it.
@@ -110,10 +112,14 @@ def vae_key_map(vae_config: Mapping[str, Any], diffusers_keys: Iterable[str]) ->
             PrefixRule(f"{side}.conv_in.", f"{side}.conv_in."),
             PrefixRule(f"{side}.conv_out.", f"{side}.conv_out."),
             PrefixRule(f"{side}.conv_norm_out.", f"{side}.norm_out."),
-            PrefixRule(f"{side}.mid_block.attentions.0.", f"{side}.mid.attn_1.", VAE_ATTENTION_NAMES),
+            PrefixRule(
+                f"{side}.mid_block.attentions.0.", f"{side}.mid.attn_1.", VAE_ATTENTION_NAMES
+            ),
         ]
         rules += [
-            PrefixRule(f"{side}.mid_block.resnets.{i}.", f"{side}.mid.block_{i + 1}.", VAE_RESNET_NAMES)
+            PrefixRule(
+                f"{side}.mid_block.resnets.{i}.", f"{side}.mid.block_{i + 1}.", VAE_RESNET_NAMES
+            )
             for i in range(2)
         ]
     for level in range(levels):
@@ -139,9 +145,12 @@ def vae_key_map(vae_config: Mapping[str, Any], diffusers_keys: Iterable[str]) ->
         if has_sampler:
             rules += [
                 PrefixRule(
-                    f"encoder.down_blocks.{level}.downsamplers.0.", f"encoder.down.{level}.downsample."
+                    f"encoder.down_blocks.{level}.downsamplers.0.",
+                    f"encoder.down.{level}.downsample.",
                 ),
-                PrefixRule(f"decoder.up_blocks.{level}.upsamplers.0.", f"decoder.up.{ldm_up}.upsample."),
+                PrefixRule(
+                    f"decoder.up_blocks.{level}.upsamplers.0.", f"decoder.up.{ldm_up}.upsample."
+                ),
             ]
     return _apply_rules(diffusers_keys, rules, "VAE")
 
@@ -233,7 +242,9 @@ def _attention_levels(block_types: Iterable[str], known: Mapping[str, bool]) -> 
     levels = []
     for block_type in block_types:
         if block_type not in known:
-            raise ValueError(f"unsupported block type {block_type!r} (expected one of {sorted(known)})")
+            raise ValueError(
+                f"unsupported block type {block_type!r} (expected one of {sorted(known)})"
+            )
         levels.append(known[block_type])
     return levels
 
@@ -256,17 +267,23 @@ def _down_rules(config: Mapping[str, Any]) -> list[PrefixRule]:
             ldm_block = 1 + level * (layers + 1) + j  # input_blocks.0 is conv_in
             rules.append(
                 PrefixRule(
-                    f"down_blocks.{level}.resnets.{j}.", f"input_blocks.{ldm_block}.0.", UNET_RESNET_NAMES
+                    f"down_blocks.{level}.resnets.{j}.",
+                    f"input_blocks.{ldm_block}.0.",
+                    UNET_RESNET_NAMES,
                 )
             )
             if has_attention:
                 rules.append(
-                    PrefixRule(f"down_blocks.{level}.attentions.{j}.", f"input_blocks.{ldm_block}.1.")
+                    PrefixRule(
+                        f"down_blocks.{level}.attentions.{j}.", f"input_blocks.{ldm_block}.1."
+                    )
                 )
         if level < len(attention) - 1:  # the deepest level does not downsample
             ldm_block = (level + 1) * (layers + 1)
             rules.append(
-                PrefixRule(f"down_blocks.{level}.downsamplers.0.conv.", f"input_blocks.{ldm_block}.0.op.")
+                PrefixRule(
+                    f"down_blocks.{level}.downsamplers.0.conv.", f"input_blocks.{ldm_block}.0.op."
+                )
             )
     return rules
 
@@ -293,17 +310,23 @@ def _up_rules(config: Mapping[str, Any]) -> list[PrefixRule]:
             ldm_block = level * layers + j
             rules.append(
                 PrefixRule(
-                    f"up_blocks.{level}.resnets.{j}.", f"output_blocks.{ldm_block}.0.", UNET_RESNET_NAMES
+                    f"up_blocks.{level}.resnets.{j}.",
+                    f"output_blocks.{ldm_block}.0.",
+                    UNET_RESNET_NAMES,
                 )
             )
             if has_attention:
                 rules.append(
-                    PrefixRule(f"up_blocks.{level}.attentions.{j}.", f"output_blocks.{ldm_block}.1.")
+                    PrefixRule(
+                        f"up_blocks.{level}.attentions.{j}.", f"output_blocks.{ldm_block}.1."
+                    )
                 )
         if level < len(attention) - 1:  # the last level does not upsample
             # The upsampler follows the last resnet (and its attention, when the level has one).
             ldm_block, slot = level * layers + layers - 1, 2 if has_attention else 1
-            rules.append(PrefixRule(f"up_blocks.{level}.upsamplers.0.", f"output_blocks.{ldm_block}.{slot}."))
+            rules.append(
+                PrefixRule(f"up_blocks.{level}.upsamplers.0.", f"output_blocks.{ldm_block}.{slot}.")
+            )
     return rules
 
 
@@ -313,7 +336,8 @@ def _controlnet_extra_rules(config: Mapping[str, Any]) -> list[PrefixRule]:
     layers = _layers_per_block(config)
     input_blocks = 1 + levels * layers + (levels - 1)  # conv_in, resnets, downsamplers
     rules = [
-        PrefixRule(f"controlnet_down_blocks.{i}.", f"zero_convs.{i}.0.") for i in range(input_blocks)
+        PrefixRule(f"controlnet_down_blocks.{i}.", f"zero_convs.{i}.0.")
+        for i in range(input_blocks)
     ]
     rules.append(PrefixRule("controlnet_mid_block.", "middle_block_out.0."))
     # LDM's input_hint_block is one nn.Sequential of conv, SiLU, conv, SiLU, ...: convs sit at even
@@ -325,7 +349,9 @@ def _controlnet_extra_rules(config: Mapping[str, Any]) -> list[PrefixRule]:
         for k in range(hint_convs)
     ]
     rules.append(
-        PrefixRule("controlnet_cond_embedding.conv_out.", f"input_hint_block.{2 * (hint_convs + 1)}.")
+        PrefixRule(
+            "controlnet_cond_embedding.conv_out.", f"input_hint_block.{2 * (hint_convs + 1)}."
+        )
     )
     return rules
 

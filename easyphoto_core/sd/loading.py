@@ -88,7 +88,7 @@ def load_sd15_checkpoint(
     kind = detect_sd_kind(tensors)
     if kind is not SDKind.SD1:
         raise CheckpointError(
-            f"{source}: this looks like {kind.value}; EasyPhoto needs a Stable Diffusion 1.5 "
+            f"{source}: {_looks_like(kind)}; EasyPhoto needs a Stable Diffusion 1.5 "
             "checkpoint (keys model.diffusion_model.*, first_stage_model.*, "
             "cond_stage_model.transformer.*)."
         )
@@ -201,16 +201,22 @@ def _sd_configs(
     return _Configs(read_sd15_configs(SD15_CONFIG_DIR), str(SD15_CONFIG_DIR))
 
 
-def _embedded_configs(metadata: Mapping[str, str], source: Path) -> dict[str, dict[str, Any]] | None:
+def _embedded_configs(
+    metadata: Mapping[str, str], source: Path
+) -> dict[str, dict[str, Any]] | None:
     text = metadata.get(EMBEDDED_CONFIGS_KEY)
     if text is None:
         return None
     try:
         configs = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source}: metadata {EMBEDDED_CONFIGS_KEY} is not JSON ({exc}).") from None
+        raise CheckpointError(
+            f"{source}: metadata {EMBEDDED_CONFIGS_KEY} is not JSON ({exc})."
+        ) from None
     if not isinstance(configs, dict) or not all(isinstance(v, dict) for v in configs.values()):
-        raise CheckpointError(f"{source}: metadata {EMBEDDED_CONFIGS_KEY} must map names to configs.")
+        raise CheckpointError(
+            f"{source}: metadata {EMBEDDED_CONFIGS_KEY} must map names to configs."
+        )
     return configs
 
 
@@ -234,11 +240,17 @@ def _controlnet_prefix(tensors: Mapping[str, torch.Tensor], source: Path) -> str
     if "input_hint_block.0.weight" in tensors:
         return ""
     kind = detect_sd_kind(tensors)
-    what = kind.value if kind is not SDKind.UNKNOWN else "not a ControlNet model"
+    what = _looks_like(kind) if kind is not SDKind.UNKNOWN else "this is not a ControlNet model"
     raise CheckpointError(
-        f"{source}: this looks like {what}; expected an SD 1.5 ControlNet file such as "
+        f"{source}: {what}; expected an SD 1.5 ControlNet file such as "
         "control_v11p_sd15_canny (keys control_model.* or input_hint_block.*)."
     )
+
+
+def _looks_like(kind: SDKind) -> str:
+    if kind is SDKind.UNKNOWN:
+        return f"this is {kind.value}"
+    return f"this looks like {kind.value}"
 
 
 # --- loading one component -----------------------------------------------------------------------
@@ -310,9 +322,13 @@ def _raise_on_problems(
     if missing:
         problems.append(f"{len(missing)} {name} tensors are missing (e.g. {_examples(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected {name} tensors (e.g. {_examples(unexpected)})")
+        problems.append(
+            f"{len(unexpected)} unexpected {name} tensors (e.g. {_examples(unexpected)})"
+        )
     if mismatched:
-        problems.append(f"{len(mismatched)} {name} tensors have the wrong shape (e.g. {_examples(mismatched)})")
+        problems.append(
+            f"{len(mismatched)} {name} tensors have the wrong shape (e.g. {_examples(mismatched)})"
+        )
     if not problems:
         return
     target = "an SD 1.5 ControlNet" if component == "controlnet" else "SD 1.5"
@@ -339,5 +355,7 @@ def _materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
         owner_name, _, attribute = name.rpartition(".")
         owner = model.get_submodule(owner_name)
         # CLIP's position ids are arange(max_positions) with a leading batch dim of 1.
-        value = torch.arange(buffer.shape[-1], device=device, dtype=buffer.dtype).expand(buffer.shape)
+        value = torch.arange(buffer.shape[-1], device=device, dtype=buffer.dtype).expand(
+            buffer.shape
+        )
         setattr(owner, attribute, value)

@@ -38,6 +38,14 @@ CONTROLNET_STEMS = (
     "control_v11p_sd15_openpose",
     "control_v11f1e_sd15_tile",
 )
+# Each model gets its own seed, `seed + offset`, so the files differ from one another and a test
+# can rebuild any source model with `random_model(component, config, seed=seed + offset)`.
+SEED_OFFSETS = {
+    "unet": 0,
+    "vae": 1,
+    "text_encoder": 2,
+    **{stem: 3 + i for i, stem in enumerate(CONTROLNET_STEMS)},
+}
 # diffusers zero-initialises some convs (ControlNet zero convs, hint conv_out); with those at zero a
 # ControlNet has no effect and tests could not see it. Such weights get this much noise instead.
 ZERO_WEIGHT_NOISE_STD = 0.02
@@ -54,9 +62,13 @@ class ModelSize:
 
 
 SIZES = {
-    "tiny": ModelSize("sd15-tiny.safetensors", TINY_CONFIG_DIR, TINY_CONFIG_DIR / "controlnet", torch.float32),
+    "tiny": ModelSize(
+        "sd15-tiny.safetensors", TINY_CONFIG_DIR, TINY_CONFIG_DIR / "controlnet", torch.float32
+    ),
     # Full SD 1.5 architecture for GPU benchmarks; fp16 like the checkpoints people download.
-    "sd15": ModelSize("sd15-random.safetensors", SD15_CONFIG_DIR, CONTROLNET_CONFIG_DIR, torch.float16),
+    "sd15": ModelSize(
+        "sd15-random.safetensors", SD15_CONFIG_DIR, CONTROLNET_CONFIG_DIR, torch.float16
+    ),
 }
 
 
@@ -94,16 +106,16 @@ def write_tiny_models(
     sd_configs = read_sd15_configs(spec.sd_config_dir)
     checkpoint = out / spec.checkpoint_name
     tensors: dict[str, torch.Tensor] = {}
-    for offset, component in enumerate(SD_COMPONENTS):
-        model = random_model(component, sd_configs[component], seed=seed + offset)
+    for component in SD_COMPONENTS:
+        model = random_model(component, sd_configs[component], seed=seed + SEED_OFFSETS[component])
         tensors.update(_host_tensors(component, sd_configs[component], model, dtype=dtype))
         del model  # the full-size models are large: keep one at a time
     _save(checkpoint, tensors, _metadata(sd_configs, seed=seed, size=size))
 
     controlnet_config = read_controlnet_config(spec.controlnet_config_dir)
     controlnet_paths = []
-    for offset, stem in enumerate(CONTROLNET_STEMS, start=len(SD_COMPONENTS)):
-        model = random_model("controlnet", controlnet_config, seed=seed + offset)
+    for stem in CONTROLNET_STEMS:
+        model = random_model("controlnet", controlnet_config, seed=seed + SEED_OFFSETS[stem])
         tensors = _host_tensors("controlnet", controlnet_config, model, dtype=dtype)
         del model
         path = out / f"{stem}.safetensors"

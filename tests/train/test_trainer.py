@@ -54,7 +54,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_models, tiny_dataset, tmp_path):
     from easyphoto_train.run import fixed_batch_losses
     from easyphoto_train.setup import load_dataset_images, load_training_models
 
-    job = make_job(tmp_path, tiny_models, tiny_dataset, learning_rate=1e-3, rank=8)
+    job = make_job(tmp_path, tiny_models, tiny_dataset, learning_rate=1e-2, rank=8)
     models, components = load_training_models(job, device=torch.device("cpu"),
                                               dtype=torch.float32)
     latents = encode_latents(components.vae, load_dataset_images(tiny_dataset, 256),
@@ -64,6 +64,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_models, tiny_dataset, tmp_path):
     loop = LoRATrainingLoop(models, latents, tokens, job.params, micro_batch=4, seed=0)
     losses = fixed_batch_losses(loop, 8)
     assert losses[-1] < 0.9 * losses[0], losses
+    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 6, losses  # falls step after step
 
 
 def test_subprocess_trains_and_writes_a_kohya_lora(tiny_models, tiny_dataset, tmp_path):
@@ -103,7 +104,9 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tiny_models, tiny_
     process = start_trainer(job, tmp_path)
     events = events_of(process, cancel_after_first_checkpoint)
     assert process.returncode == ExitCode.CANCELLED
-    assert events[-1]["event"] == "cancelled" and events[-1]["step"] == 2
+    # the file appears while step 3 may already be running: it stops before step 4
+    assert events[-1]["event"] == "cancelled" and events[-1]["step"] in (2, 3)
+    assert events[-1]["checkpoint"].endswith("step-000002.safetensors")
     assert not (job.output_dir / "easyphoto_obama.safetensors").exists()
     assert (job.checkpoints_dir / "step-000002.safetensors").is_file()
 

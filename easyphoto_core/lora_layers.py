@@ -1,0 +1,457 @@
+"""Our own LoRA layers: kohya's maths and names, no peft.
+
+peft is absent from A1111 and breaks with its accelerate 0.21; and plain modules with fixed shapes
+are what a CUDA-graph-captured training step needs. A wrapped layer computes
+
+    y = base(x) + up(down(dropout(x))) * (alpha / rank) * multiplier
+
+with `down` kaiming-uniform(a=√5) and `up` zero (kohya's init, so training starts at the base
+model). The wrapper replaces the layer in its parent module; `LoRANetwork.remove()` puts the
+original back, so a generation backend can apply and drop LoRAs without reloading the model. The
+wrapper's parameters are named `lora_down.weight` / `lora_up.weight` and `alpha` is a buffer, so
+`LoRANetwork.state_dict_kohya()` maps 1:1 onto the file format of `lora_format`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from easyphoto_core.lora_format import (
+    ALPHA_SUFFIX,
+    LORA_DOWN_SUFFIX,
+    LORA_UP_SUFFIX,
+    PART_TEXT_ENCODER,
+    PART_UNET,
+    LoRAFormatError,
+    group_modules,
+    kohya_module_name,
+)
+
+# DESIGN.md §1.1: the UNet's transformer blocks (attention q/k/v/out, feed-forward) and the
+# attention blocks' proj_in/proj_out; the text encoder's attention and MLP. A target matches a
+# module whose path ends with it.
+DEFAULT_UNET_TARGETS = (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
+    "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out",
+)
+DEFAULT_TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+class LoRALayer(nn.Module):
+    """A frozen base layer plus a trainable low-rank update; see `LoRALinear`/`LoRAConv1x1`."""
+
+    def __init__(
+        self, base: nn.Module, down: nn.Module, up: nn.Module, *, alpha: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_down = down
+        self.lora_up = up
+        self.rank = int(down.weight.shape[0])
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.multiplier = 1.0
+        self.alpha_value = float(alpha)  # a Python copy: meta-device models have no values
+        # alpha is saved with the LoRA; scale = alpha / rank * multiplier is a tensor too, so a
+        # captured CUDA graph replays with the current multiplier (fill_ instead of a new float).
+        self.register_buffer("alpha", torch.tensor(float(alpha), device=down.weight.device))
+        self.register_buffer("scale", torch.empty((), device=down.weight.device), persistent=False)
+        self._update_scale()
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+
+    # The wrapped layer's own attributes, for code that inspects `layer.weight` (dtype checks).
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def set_multiplier(self, multiplier: float) -> None:
+        self.multiplier = float(multiplier)
+        self._update_scale()
+
+    def set_alpha(self, alpha: float) -> None:
+        self.alpha_value = float(alpha)
+        with torch.no_grad():
+            self.alpha.fill_(self.alpha_value)
+        self._update_scale()
+
+    @property
+    def scale_value(self) -> float:
+        return self.alpha_value / self.rank * self.multiplier
+
+    def _update_scale(self) -> None:
+        with torch.no_grad():
+            self.scale.fill_(self.scale_value)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Extra arguments (old diffusers passed `scale=` to its LoRA-compatible layers) go to the
+        # base layer only.
+        out = self.base(x, *args, **kwargs)
+        hidden = self.dropout(x) if self.dropout is not None else x
+        # fp32 LoRA weights on a bf16/fp16 base: compute in the activations' dtype; the cast is
+        # differentiable, so the fp32 master weights still get their gradients.
+        hidden = self._project(hidden, self.lora_down.weight.to(hidden.dtype))
+        hidden = self._project(hidden, self.lora_up.weight.to(hidden.dtype))
+        # A 0-dim float32 tensor does not promote bf16/fp16 activations.
+        return out + hidden * self.scale
+
+    def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update folded into the base weight's shape: (alpha/rank)·multiplier·up@down."""
+        up = self.lora_up.weight.float().flatten(1)
+        down = self.lora_down.weight.float().flatten(1)
+        delta = (up @ down) * self.scale_value
+        return delta.reshape(self.base.weight.shape)
+
+
+class LoRALinear(LoRALayer):
+    """LoRA around an `nn.Linear`: down [r, in], up [out, r]."""
+
+    def __init__(
+        self, base: nn.Linear, *, rank: int, alpha: float, dropout: float = 0.0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory = {"device": base.weight.device, "dtype": dtype or base.weight.dtype}
+        down = nn.Linear(base.in_features, rank, bias=False, **factory)
+        up = nn.Linear(rank, base.out_features, bias=False, **factory)
+        super().__init__(base, down, up, alpha=alpha, dropout=dropout)
+
+    def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight)
+
+
+class LoRAConv1x1(LoRALayer):
+    """LoRA around a 1x1 `nn.Conv2d` (SD1.5's proj_in/proj_out): down [r, in, 1, 1], up [out, r, 1, 1]."""
+
+    def __init__(
+        self, base: nn.Conv2d, *, rank: int, alpha: float, dropout: float = 0.0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if not is_conv1x1(base):
+            raise ValueError(f"LoRAConv1x1 needs a 1x1, stride 1, ungrouped conv, got {base}")
+        factory = {"device": base.weight.device, "dtype": dtype or base.weight.dtype}
+        down = nn.Conv2d(base.in_channels, rank, 1, bias=False, **factory)
+        up = nn.Conv2d(rank, base.out_channels, 1, bias=False, **factory)
+        super().__init__(base, down, up, alpha=alpha, dropout=dropout)
+
+    def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight)
+
+
+def is_conv1x1(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d)
+        and tuple(module.kernel_size) == (1, 1)
+        and tuple(module.stride) == (1, 1)
+        and module.groups == 1
+        and module.padding in ((0, 0), "valid")
+    )
+
+
+def wrap_layer(
+    base: nn.Module, *, rank: int, alpha: float, dropout: float = 0.0,
+    dtype: torch.dtype | None = None,
+) -> LoRALayer:
+    """The LoRA wrapper that fits `base` (Linear or 1x1 Conv2d); ValueError for anything else."""
+    if isinstance(base, LoRALayer):
+        raise ValueError("layer already has a LoRA: remove() the other network first")
+    if isinstance(base, nn.Linear):
+        return LoRALinear(base, rank=rank, alpha=alpha, dropout=dropout, dtype=dtype)
+    if is_conv1x1(base):
+        return LoRAConv1x1(base, rank=rank, alpha=alpha, dropout=dropout, dtype=dtype)
+    raise ValueError(f"LoRA supports nn.Linear and 1x1 nn.Conv2d layers, not {base}")
+
+
+# --- the network ---------------------------------------------------------------------------------
+
+
+class LoRAParameters(NamedTuple):
+    """Trainable LoRA parameters by model part (the text encoder trains at its own rate)."""
+
+    unet: list[nn.Parameter]
+    text_encoder: list[nn.Parameter]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Where a wrapper sits: the parent module and the attribute it replaced."""
+
+    part: str
+    parent: nn.Module
+    attribute: str
+    layer: LoRALayer
+
+
+class LoRANetwork:
+    """The LoRA layers injected into a UNet and/or a text encoder, keyed by kohya module name.
+
+    Not an `nn.Module`: the layers belong to the models they sit in (and contain the frozen base
+    layers), so `parameters()` here yields only the LoRA factors.
+    """
+
+    def __init__(self, sites: Mapping[str, _Site]) -> None:
+        self._sites = dict(sites)
+        self._removed = False
+
+    @property
+    def layers(self) -> dict[str, LoRALayer]:
+        return {name: site.layer for name, site in self._sites.items()}
+
+    def part_of(self, name: str) -> str:
+        return self._sites[name].part
+
+    @property
+    def removed(self) -> bool:
+        return self._removed
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """(kohya tensor key, parameter): `<name>.lora_down.weight`, `<name>.lora_up.weight`."""
+        for name, site in self._sites.items():
+            yield name + LORA_DOWN_SUFFIX, site.layer.lora_down.weight
+            yield name + LORA_UP_SUFFIX, site.layer.lora_up.weight
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    def parameters_by_part(self) -> LoRAParameters:
+        grouped = LoRAParameters([], [])
+        for site in self._sites.values():
+            target = grouped.unet if site.part == PART_UNET else grouped.text_encoder
+            target.extend([site.layer.lora_down.weight, site.layer.lora_up.weight])
+        return grouped
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> LoRANetwork:
+        """Move/cast the LoRA factors (alpha and scale stay float32); the base layers stay put."""
+        for site in self._sites.values():
+            layer = site.layer
+            layer.lora_down.to(device=device, dtype=dtype)
+            layer.lora_up.to(device=device, dtype=dtype)
+            if device is not None:
+                layer.alpha = layer.alpha.to(device)
+                layer.scale = layer.scale.to(device)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> LoRANetwork:
+        for parameter in self.parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
+
+    def set_multiplier(self, multiplier: float, *, part: str | None = None) -> None:
+        """Scale every layer's update (A1111's `<lora:name:weight>`); `part` limits it to one."""
+        for site in self._sites.values():
+            if part is None or site.part == part:
+                site.layer.set_multiplier(multiplier)
+
+    def state_dict_kohya(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        """A detached copy in kohya keys (`.alpha` 0-dim); `dtype` casts the factors only."""
+        tensors: dict[str, torch.Tensor] = {}
+        for name, site in self._sites.items():
+            layer = site.layer
+            for suffix, weight in ((LORA_DOWN_SUFFIX, layer.lora_down.weight),
+                                   (LORA_UP_SUFFIX, layer.lora_up.weight)):
+                tensors[name + suffix] = weight.detach().to(device=device, dtype=dtype, copy=True)
+            tensors[name + ALPHA_SUFFIX] = torch.tensor(layer.alpha_value, device=device)
+        return tensors
+
+    def load_state_dict_kohya(
+        self, tensors: Mapping[str, torch.Tensor], *, strict: bool = True
+    ) -> LoadReport:
+        """Copy kohya tensors into the layers. Shapes must match; `strict` also wants the same
+        module set. A module without `.alpha` keeps alpha = rank (the format's default)."""
+        modules = group_modules(tensors, source="LoRA state dict")
+        missing = tuple(sorted(set(self._sites) - set(modules)))
+        unexpected = tuple(sorted(set(modules) - set(self._sites)))
+        if strict and (missing or unexpected):
+            raise LoRAFormatError(
+                f"LoRA state dict does not fit this network: {len(missing)} modules missing "
+                f"(e.g. {list(missing[:2])}), {len(unexpected)} unexpected (e.g. {list(unexpected[:2])})"
+            )
+        with torch.no_grad():
+            for name, module in modules.items():
+                if name not in self._sites:
+                    continue
+                layer = self._sites[name].layer
+                _copy_checked(name + LORA_DOWN_SUFFIX, layer.lora_down.weight, module.down)
+                _copy_checked(name + LORA_UP_SUFFIX, layer.lora_up.weight, module.up)
+                layer.set_alpha(module.alpha)
+        return LoadReport(missing, unexpected)
+
+    def delta_weights(self) -> dict[str, torch.Tensor]:
+        """ΔW per module (float32, in the base weight's shape), multiplier included."""
+        with torch.no_grad():
+            return {name: site.layer.delta_weight() for name, site in self._sites.items()}
+
+    def remove(self) -> None:
+        """Put the original layers back (bit-identical outputs again). Safe to call twice."""
+        if self._removed:
+            return
+        for site in self._sites.values():
+            if site.parent._modules.get(site.attribute) is not site.layer:
+                raise RuntimeError(f"a LoRA layer at {site.attribute!r} was replaced by someone else")
+            site.parent._modules[site.attribute] = site.layer.base
+        self._removed = True
+
+    def merge_delta(self) -> None:
+        """Add each ΔW (with its multiplier) into the base weight and remove the wrappers.
+
+        Irreversible: for inference without the LoRA's extra matmuls. Not bit-identical to the
+        unmerged network (rounding in the base weight's dtype).
+        """
+        with torch.no_grad():
+            for site in self._sites.values():
+                weight = site.layer.base.weight
+                weight += site.layer.delta_weight().to(device=weight.device, dtype=weight.dtype)
+        self.remove()
+
+
+def _copy_checked(key: str, target: torch.Tensor, source: torch.Tensor) -> None:
+    if tuple(target.shape) != tuple(source.shape):
+        raise LoRAFormatError(f"{key}: shape {list(source.shape)} does not fit {list(target.shape)}")
+    target.copy_(source.to(device=target.device, dtype=target.dtype))
+
+
+# --- injection -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    part: str
+    path: str
+    parent: nn.Module
+    attribute: str
+    layer: nn.Module
+
+
+def _candidates(
+    part: str, model: nn.Module | None, targets: Iterable[str] | None
+) -> dict[str, _Candidate]:
+    """Layers of `model` whose path ends with one of `targets` (every layer if None), by kohya name."""
+    if model is None:
+        return {}
+    target_list = None if targets is None else tuple(targets)
+    found: dict[str, _Candidate] = {}
+    for parent_path, parent in model.named_modules():
+        for attribute, layer in parent.named_children():
+            if isinstance(layer, LoRALayer) or isinstance(parent, LoRALayer):
+                continue
+            path = f"{parent_path}.{attribute}" if parent_path else attribute
+            if target_list is not None and not any(
+                path == t or path.endswith("." + t) for t in target_list
+            ):
+                continue
+            if target_list is None and not (isinstance(layer, nn.Linear) or is_conv1x1(layer)):
+                continue
+            found[kohya_module_name(part, path)] = _Candidate(part, path, parent, attribute, layer)
+    return found
+
+
+def _wrap_all(
+    plan: Mapping[str, tuple[_Candidate, int, float]], *, dropout: float, dtype: torch.dtype | None
+) -> LoRANetwork:
+    """Build every wrapper first, then swap them in: a failure leaves the models untouched."""
+    sites: dict[str, _Site] = {}
+    for name, (candidate, rank, alpha) in plan.items():
+        try:
+            layer = wrap_layer(candidate.layer, rank=rank, alpha=alpha, dropout=dropout, dtype=dtype)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        sites[name] = _Site(candidate.part, candidate.parent, candidate.attribute, layer)
+    for site in sites.values():
+        site.parent._modules[site.attribute] = site.layer
+    return LoRANetwork(sites)
+
+
+def inject_lora(
+    unet: nn.Module | None,
+    text_encoder: nn.Module | None,
+    *,
+    rank: int,
+    alpha: float,
+    unet_targets: Sequence[str] = DEFAULT_UNET_TARGETS,
+    te_targets: Sequence[str] = DEFAULT_TEXT_ENCODER_TARGETS,
+    dropout: float = 0.0,
+    dtype: torch.dtype | None = None,
+) -> LoRANetwork:
+    """Wrap the target layers of the UNet and the text encoder in place; either may be None.
+
+    A target matches every layer whose module path ends with it ("to_q" = all attn1/attn2 to_q);
+    a target that matches nothing raises, as does one that hits a layer other than Linear or 1x1
+    Conv2d. `dtype` is the LoRA factors' dtype (default: the base layer's).
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    plan: dict[str, tuple[_Candidate, int, float]] = {}
+    for part, model, targets in ((PART_UNET, unet, unet_targets),
+                                 (PART_TEXT_ENCODER, text_encoder, te_targets)):
+        if model is None:
+            continue
+        found = _candidates(part, model, targets)
+        paths = [candidate.path for candidate in found.values()]
+        unmatched = [t for t in targets if not any(p == t or p.endswith("." + t) for p in paths)]
+        if unmatched:
+            raise ValueError(f"LoRA targets match no {part} layer: {unmatched}")
+        plan.update({name: (candidate, rank, alpha) for name, candidate in found.items()})
+    return _wrap_all(plan, dropout=dropout, dtype=dtype)
+
+
+def apply_kohya_lora(
+    unet: nn.Module | None,
+    text_encoder: nn.Module | None,
+    state_dict: Mapping[str, torch.Tensor],
+    multiplier: float = 1.0,
+    *,
+    strict: bool = True,
+) -> LoRANetwork:
+    """Apply a kohya LoRA for inference: each module at the file's own rank and alpha.
+
+    Returns the network; `remove()` takes it off again. `strict` (default) raises when a module of
+    the file names no layer of the given models; otherwise such modules are skipped.
+    """
+    modules = group_modules(state_dict, source="LoRA state dict")
+    layers = {**_candidates(PART_UNET, unet, None), **_candidates(PART_TEXT_ENCODER, text_encoder, None)}
+    unknown = sorted(set(modules) - set(layers))
+    if unknown and strict:
+        raise LoRAFormatError(
+            f"{len(unknown)} LoRA modules name no layer of these models (e.g. {unknown[:3]})"
+        )
+    plan = {
+        name: (layers[name], module.rank, module.alpha)
+        for name, module in modules.items()
+        if name in layers
+    }
+    network = _wrap_all(plan, dropout=0.0, dtype=None)
+    network.load_state_dict_kohya(
+        {k: v for k, v in state_dict.items() if k.partition(".")[0] in plan}, strict=True
+    )
+    network.set_multiplier(multiplier)
+    return network
