@@ -6,6 +6,7 @@ SD1.5-architecture random weights (same FLOPs as real ones), 512 px, rank 128, a
 batch 4. Each configuration runs in its own process (clean peak-memory figures) and prints one JSON
 line; the parent prints a table and the ratio. Modes:
   ours       cached latents, batch 4 in one pass, the whole step captured in a CUDA graph
+  ours_eager the same step without the CUDA graph (shows what the graph buys)
   low_vram   cached latents, batch 1 x accumulation 4, gradient checkpointing, eager
   reference  diffusers + peft LoRA, batch 1 x accumulation 4, eager, VAE + text encoder every step
 """
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+MODES = ("ours", "ours_eager", "low_vram", "reference")
 sys.path.insert(0, str(REPO))
 
 
@@ -44,7 +46,7 @@ def make_inputs(work: Path, photos: int) -> tuple[Path, Path]:
     return files.checkpoint, dataset
 
 
-def run_ours(checkpoint: Path, dataset: Path, steps: int, *, low_vram: bool) -> dict:
+def run_ours(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict:
     import torch
 
     from easyphoto_core.params import TrainParams, parse_params
@@ -53,6 +55,7 @@ def run_ours(checkpoint: Path, dataset: Path, steps: int, *, low_vram: bool) -> 
     from easyphoto_train.setup import load_dataset_images, load_training_models, resolve_device
 
     started = time.perf_counter()
+    low_vram = mode == "low_vram"
     params = parse_params(TrainParams, {"low_vram": low_vram, "max_train_steps": steps})
     job = TrainJob("bench", checkpoint, dataset, dataset.parent / "out", params, device="cuda")
     device, dtype = resolve_device("cuda", params.mixed_precision)
@@ -64,16 +67,16 @@ def run_ours(checkpoint: Path, dataset: Path, steps: int, *, low_vram: bool) -> 
                                   max_length=77, return_tensors="pt").input_ids
     micro = 1 if low_vram else params.effective_batch_size
     loop = LoRATrainingLoop(models, latents, tokens, params, micro_batch=micro, seed=0)
-    stepper = loop if low_vram else CudaGraphStep(loop)
+    stepper = CudaGraphStep(loop) if mode == "ours" else loop
     torch.cuda.synchronize()
     startup = time.perf_counter() - started
-    timed = steps if not low_vram else min(steps, 40)
+    timed = steps if mode == "ours" else min(steps, 40)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     losses = [stepper.step() for _ in range(timed)]
     torch.cuda.synchronize()
     per_step = (time.perf_counter() - t0) / timed
-    return {"mode": "low_vram" if low_vram else "ours", "startup_s": round(startup, 2),
+    return {"mode": mode, "startup_s": round(startup, 2),
             "steps_timed": timed, "s_per_step": round(per_step, 4),
             "full_run_s": round(per_step * 800, 1), "loss_first": losses[0],
             "loss_last": losses[-1],
@@ -152,7 +155,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--reference-steps", type=int, default=12)
     parser.add_argument("--photos", type=int, default=12)
-    parser.add_argument("--mode", choices=("ours", "low_vram", "reference"))
+    parser.add_argument("--mode", choices=MODES)
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
     if args.mode:  # child process: one configuration
@@ -160,7 +163,7 @@ def main() -> None:
         if args.mode == "reference":
             result = run_reference(checkpoint, dataset, args.reference_steps)
         else:
-            result = run_ours(checkpoint, dataset, args.steps, low_vram=args.mode == "low_vram")
+            result = run_ours(checkpoint, dataset, args.steps, mode=args.mode)
         print("RESULT " + json.dumps(result), flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +173,7 @@ def main() -> None:
         print(f"random SD1.5 weights + {args.photos} photos written in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         results = {}
-        for mode in ("ours", "low_vram", "reference"):
+        for mode in MODES:
             command = [sys.executable, __file__, "--mode", mode, "--work", str(work),
                        "--steps", str(args.steps), "--reference-steps", str(args.reference_steps)]
             output = subprocess.run(command, capture_output=True, text=True)
