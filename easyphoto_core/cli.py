@@ -7,14 +7,20 @@ face models) happen inside the command so `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from easyphoto_core.weights import WeightsError
 
-# Errors whose message already says what is wrong and what to do: printed without a traceback.
-USER_ERRORS = (ValueError, OSError, WeightsError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what is wrong and what to do: no traceback."""
+    from easyphoto_core.preprocess import PreprocessError
+    from easyphoto_core.training.runner import TrainingFailed
+
+    return (ValueError, OSError, WeightsError, PreprocessError, TrainingFailed)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -47,6 +53,82 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _face_models(args: argparse.Namespace):
+    from easyphoto_core.faces.chooser import FaceModels
+    from easyphoto_core.weights import WeightPaths
+
+    return FaceModels.load(WeightPaths.standalone(root=args.weights_dir))
+
+
+def _preprocess(args: argparse.Namespace, params):
+    from easyphoto_core.preprocess import preprocess_photos
+    from easyphoto_core.workspace import Workspace, default_workspace_root
+
+    user = Workspace(args.workspace or default_workspace_root()).user(args.user_id)
+    with _face_models(args) as models:
+        report = preprocess_photos([Path(p) for p in args.photos], user, params, models)
+    print(report.summary())
+    print(f"dataset: {user.dataset_dir}  report: {user.preprocess_report}")
+    return user, report
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from easyphoto_core.params import TrainParams, parse_params
+
+    _preprocess(args, parse_params(TrainParams))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from easyphoto_core.params import TrainParams, parse_params
+    from easyphoto_core.training.job import job_for_user
+    from easyphoto_core.training.runner import raise_for_outcome, run_trainer
+
+    overrides = {"max_train_steps": args.max_train_steps} if args.max_train_steps else {}
+    params = parse_params(TrainParams, overrides)
+    user, _ = _preprocess(args, params)
+    job = job_for_user(user, base_model=Path(args.base_model), params=params, device=args.device,
+                       lora_copy_dirs=tuple(Path(d) for d in args.lora_dir))
+    with _progress_bar() as on_event:
+        outcome = run_trainer(job, user.jobs_dir / "train.json", on_event=on_event)
+    done = raise_for_outcome(outcome)
+    print(f"LoRA: {done['lora_path']}")
+    for copy in done["lora_copies"]:
+        print(f"  copied to {copy}")
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_bar():
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="step", desc="training", dynamic_ncols=True)
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "start":
+            bar.reset(total=event["total_steps"])
+            bar.update(event["start_step"])
+        elif event["event"] == "step":
+            bar.update(event["step"] - bar.n)
+            bar.set_postfix(loss=f"{event['loss']:.4f}")
+        elif event["event"] in ("checkpoint", "validation", "error", "cancelled"):
+            bar.write(f"{event['event']}: " + ", ".join(
+                f"{k}={v}" for k, v in event.items() if k not in ("event", "time")))
+
+    try:
+        yield on_event
+    finally:
+        bar.close()
+
+
+def _add_photo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user-id", required=True, help="1-64 letters, digits, _ or -")
+    parser.add_argument("--workspace", help="default: $EASYPHOTO_WORKSPACE or "
+                        "./easyphoto_workspace")
+    parser.add_argument("--weights-dir", help="downloaded weights (default: weights/)")
+    parser.add_argument("photos", nargs="+", metavar="PHOTO")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m easyphoto_core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -68,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--lora-dir", help="LoRA folder")
     download.add_argument("--checkpoint-dir", help="Stable Diffusion checkpoints folder")
     download.set_defaults(run=cmd_download)
+
+    preprocess = commands.add_parser("preprocess", help="check photos and build a dataset")
+    _add_photo_arguments(preprocess)
+    preprocess.set_defaults(run=cmd_preprocess)
+
+    train = commands.add_parser("train", help="preprocess + train a user's face LoRA")
+    _add_photo_arguments(train)
+    train.add_argument("--base-model", required=True, help="SD1.5 single-file checkpoint")
+    train.add_argument("--max-train-steps", type=int, help="override the default (800)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--lora-dir", action="append", default=[],
+                       help="also copy the LoRA here (e.g. the WebUI's models/Lora)")
+    train.set_defaults(run=cmd_train)
     return parser
 
 
@@ -75,6 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except USER_ERRORS as error:
+    except _user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

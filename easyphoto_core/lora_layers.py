@@ -46,7 +46,7 @@ DEFAULT_TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1",
 
 
 class LoRALayer(nn.Module):
-    """A frozen base layer plus a trainable low-rank update; see `LoRALinear`/`LoRAConv1x1`."""
+    """A base layer plus a trainable low-rank update; see `LoRALinear`/`LoRAConv1x1`."""
 
     def __init__(
         self, base: nn.Module, down: nn.Module, up: nn.Module, *, alpha: float, dropout: float
@@ -134,7 +134,7 @@ class LoRALinear(LoRALayer):
 
 
 class LoRAConv1x1(LoRALayer):
-    """LoRA around a 1x1 `nn.Conv2d` (SD1.5's proj_in/proj_out): down [r, in, 1, 1], up [out, r, 1, 1]."""
+    """LoRA on a 1x1 `nn.Conv2d` (SD1.5's proj_in/out): down [r, in, 1, 1], up [out, r, 1, 1]."""
 
     def __init__(
         self, base: nn.Conv2d, *, rank: int, alpha: float, dropout: float = 0.0,
@@ -294,7 +294,8 @@ class LoRANetwork:
         if strict and (missing or unexpected):
             raise LoRAFormatError(
                 f"LoRA state dict does not fit this network: {len(missing)} modules missing "
-                f"(e.g. {list(missing[:2])}), {len(unexpected)} unexpected (e.g. {list(unexpected[:2])})"
+                f"(e.g. {list(missing[:2])}), {len(unexpected)} unexpected "
+                f"(e.g. {list(unexpected[:2])})"
             )
         with torch.no_grad():
             for name, module in modules.items():
@@ -317,7 +318,7 @@ class LoRANetwork:
             return
         for site in self._sites.values():
             if site.parent._modules.get(site.attribute) is not site.layer:
-                raise RuntimeError(f"a LoRA layer at {site.attribute!r} was replaced by someone else")
+                raise RuntimeError(f"the LoRA layer at {site.attribute!r} was replaced meanwhile")
             site.parent._modules[site.attribute] = site.layer.base
         self._removed = True
 
@@ -336,7 +337,8 @@ class LoRANetwork:
 
 def _copy_checked(key: str, target: torch.Tensor, source: torch.Tensor) -> None:
     if tuple(target.shape) != tuple(source.shape):
-        raise LoRAFormatError(f"{key}: shape {list(source.shape)} does not fit {list(target.shape)}")
+        shapes = f"{list(source.shape)} does not fit {list(target.shape)}"
+        raise LoRAFormatError(f"{key}: shape {shapes}")
     target.copy_(source.to(device=target.device, dtype=target.dtype))
 
 
@@ -355,7 +357,7 @@ class _Candidate:
 def _candidates(
     part: str, model: nn.Module | None, targets: Iterable[str] | None
 ) -> dict[str, _Candidate]:
-    """Layers of `model` whose path ends with one of `targets` (every layer if None), by kohya name."""
+    """Layers of `model` whose path ends with one of `targets` (all if None), by kohya name."""
     if model is None:
         return {}
     target_list = None if targets is None else tuple(targets)
@@ -382,11 +384,14 @@ def _wrap_all(
     sites: dict[str, _Site] = {}
     for name, (candidate, rank, alpha) in plan.items():
         try:
-            layer = wrap_layer(candidate.layer, rank=rank, alpha=alpha, dropout=dropout, dtype=dtype)
+            layer = wrap_layer(
+                candidate.layer, rank=rank, alpha=alpha, dropout=dropout, dtype=dtype
+            )
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
         sites[name] = _Site(candidate.part, candidate.parent, candidate.attribute, layer)
     for site in sites.values():
+        site.layer.base.requires_grad_(False)  # only the factors train; remove() keeps it frozen
         site.parent._modules[site.attribute] = site.layer
     return LoRANetwork(sites)
 
@@ -406,7 +411,8 @@ def inject_lora(
 
     A target matches every layer whose module path ends with it ("to_q" = all attn1/attn2 to_q);
     a target that matches nothing raises, as does one that hits a layer other than Linear or 1x1
-    Conv2d. `dtype` is the LoRA factors' dtype (default: the base layer's).
+    Conv2d (the models are then left untouched). The wrapped layers are frozen. `dtype` is the
+    LoRA factors' dtype (default: the base layer's).
     """
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
@@ -438,7 +444,10 @@ def apply_kohya_lora(
     the file names no layer of the given models; otherwise such modules are skipped.
     """
     modules = group_modules(state_dict, source="LoRA state dict")
-    layers = {**_candidates(PART_UNET, unet, None), **_candidates(PART_TEXT_ENCODER, text_encoder, None)}
+    layers = {
+        **_candidates(PART_UNET, unet, None),
+        **_candidates(PART_TEXT_ENCODER, text_encoder, None),
+    }
     unknown = sorted(set(modules) - set(layers))
     if unknown and strict:
         raise LoRAFormatError(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from easyphoto_core.params import TrainParams, params_to_dict, parse_params
-from easyphoto_core.workspace import atomic_write_json, validate_user_id
+from easyphoto_core.workspace import UserFiles, atomic_write_json, validate_user_id
 
 
 class JobError(ValueError):
@@ -80,3 +80,13 @@ def load_job(path: Path) -> TrainJob:
         )
     except ValueError as error:  # UserIdError, ParamsError
         raise JobError(f"Training job {path}: {error}") from None
+
+
+def job_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",
+                 lora_copy_dirs: tuple[Path, ...] = (), resume: bool = False) -> TrainJob:
+    """The job that trains `user` from their preprocessed dataset (preprocess runs first)."""
+    return TrainJob(
+        user_id=user.user_id, base_model=Path(base_model), dataset_dir=user.dataset_dir,
+        output_dir=user.root, params=params, device=device, lora_copy_dirs=lora_copy_dirs,
+        cancel_file=user.jobs_dir / "train.cancel", resume=resume,
+    )

@@ -1,0 +1,556 @@
+"""kohya-format LoRA files: key names, alpha, metadata, reading and writing, and ΔW fusion.
+
+One LoRA module per wrapped layer, named after the layer's module path with '.' -> '_' under
+`lora_unet_` (diffusers UNet) or `lora_te_` (CLIP text model, always `text_model.`-rooted):
+
+    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight  [r, in]
+    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight    [out, r]
+    lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.alpha             0-dim
+
+1x1 convs (proj_in/proj_out in SD1.5) keep the conv layout: [r, in, 1, 1] and [out, r, 1, 1].
+The layer computes W x + (alpha / r) * up(down(x)), so ΔW = (alpha / r) * up @ down.
+
+This is the format A1111's built-in Lora extension, diffusers' `load_lora_weights` and kohya's
+sd-scripts all read (../shared/HOST.md). PEFT/diffusers-style keys (`lora_A`/`lora_B`) load nothing
+in A1111 and raise no error there, so this module refuses to read or write them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from easyphoto_core.workspace import atomic_save_with, validate_user_id
+
+UNET_LORA_PREFIX = "lora_unet_"
+TEXT_ENCODER_LORA_PREFIX = "lora_te_"
+LORA_DOWN_SUFFIX = ".lora_down.weight"
+LORA_UP_SUFFIX = ".lora_up.weight"
+ALPHA_SUFFIX = ".alpha"
+
+PART_UNET = "unet"
+PART_TEXT_ENCODER = "text_encoder"
+
+# Marks of the PEFT / diffusers LoRA layouts: `unet.…to_q.lora_A.weight`,
+# `…proj_in.lora.down.weight`, `…processor.to_q_lora.down.weight`, `…lora_linear_layer.down.weight`.
+_PEFT_MARKERS = re.compile(
+    r"(^|\.)(lora_[AB]|lora_linear_layer|lora_magnitude_vector)\.|[._]lora\.(up|down)\."
+)
+_PEFT_PREFIXES = ("unet.", "text_encoder.", "base_model.model.", "transformer.")
+PEFT_KEYS_MESSAGE = "PEFT/diffusers keys load nothing in A1111; save kohya keys"
+
+
+class LoRAFormatError(ValueError):
+    """A tensor set or file that is not a kohya LoRA we can use; the message names the source."""
+
+
+@dataclass(frozen=True)
+class ModuleLoRA:
+    """One module's factors: ΔW = (alpha / rank) * up @ down (1x1 conv factors flattened)."""
+
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    @property
+    def is_conv(self) -> bool:
+        return self.down.ndim == 4
+
+    @property
+    def in_features(self) -> int:
+        return int(self.down.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.up.shape[0])
+
+    @property
+    def num_parameters(self) -> int:
+        return self.down.numel() + self.up.numel()
+
+    def delta_weight(
+        self, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """ΔW in the base layer's weight shape: [out, in] or [out, in, 1, 1]."""
+        up = self.up.to(device=device, dtype=dtype).reshape(self.out_features, self.rank)
+        down = self.down.to(device=device, dtype=dtype).reshape(self.rank, self.in_features)
+        delta = (up @ down) * self.scale
+        return delta[:, :, None, None] if self.is_conv else delta
+
+
+@dataclass(frozen=True)
+class LoRAFile:
+    """A kohya LoRA read from disk: raw tensors, string metadata and the modules they form."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    modules: dict[str, ModuleLoRA]
+
+    @property
+    def ranks(self) -> set[int]:
+        return {module.rank for module in self.modules.values()}
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(module.num_parameters for module in self.modules.values())
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+def kohya_module_name(part: str, module_path: str) -> str:
+    """kohya name of a layer: `lora_unet_<diffusers path>` or `lora_te_<text_model. path>`.
+
+    transformers 5 flattened CLIPTextModel (paths start with `encoder.`); the file keeps the 4.x
+    names (`text_model.encoder.…`) that A1111 and diffusers expect, whatever library made it.
+    """
+    if part == PART_UNET:
+        return UNET_LORA_PREFIX + module_path.replace(".", "_")
+    if part == PART_TEXT_ENCODER:
+        if not module_path.startswith("text_model."):
+            module_path = "text_model." + module_path
+        return TEXT_ENCODER_LORA_PREFIX + module_path.replace(".", "_")
+    raise ValueError(f"unknown model part {part!r} (expected {PART_UNET!r}/{PART_TEXT_ENCODER!r})")
+
+
+def module_part(name: str) -> str:
+    """"unet" or "text_encoder" from a kohya module name's prefix."""
+    if name.startswith(UNET_LORA_PREFIX):
+        return PART_UNET
+    if name.startswith(TEXT_ENCODER_LORA_PREFIX):
+        return PART_TEXT_ENCODER
+    raise LoRAFormatError(f"{name!r} is not an SD1.x kohya LoRA module name (lora_unet_/lora_te_)")
+
+
+# --- tensors -> modules --------------------------------------------------------------------------
+
+
+def group_modules(tensors: Mapping[str, torch.Tensor], *, source: str) -> dict[str, ModuleLoRA]:
+    """The modules a kohya tensor set forms; `LoRAFormatError` naming `source` if it is not one.
+
+    A module without `.alpha` gets alpha = rank (scale 1), as A1111 and kohya read such files.
+    """
+    if not tensors:
+        raise LoRAFormatError(f"{source}: not a LoRA (no tensors)")
+    keys = list(tensors)
+    peft_key = next((k for k in keys if _is_peft_key(k)), None)
+    if peft_key is not None:
+        raise LoRAFormatError(f"{source}: {PEFT_KEYS_MESSAGE} (found {peft_key!r})")
+    if not any(k.endswith((LORA_DOWN_SUFFIX, LORA_UP_SUFFIX)) for k in keys):
+        raise LoRAFormatError(
+            f"{source}: not a LoRA (no '*.lora_down.weight' keys; first keys: {keys[:3]})"
+        )
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        name, _, field = key.partition(".")
+        if field not in ("lora_down.weight", "lora_up.weight", "alpha"):
+            raise LoRAFormatError(
+                f"{source}: unsupported key {key!r} (only plain kohya LoRA: "
+                "lora_down.weight, lora_up.weight, alpha)"
+            )
+        try:
+            module_part(name)
+        except LoRAFormatError as error:
+            raise LoRAFormatError(f"{source}: {error}") from None
+        factors.setdefault(name, {})[field] = tensor
+    return {name: _module_from_factors(name, parts, source) for name, parts in factors.items()}
+
+
+def _is_peft_key(key: str) -> bool:
+    return bool(_PEFT_MARKERS.search(key)) or (key.startswith(_PEFT_PREFIXES) and "lora" in key)
+
+
+def _module_from_factors(name: str, parts: dict[str, torch.Tensor], source: str) -> ModuleLoRA:
+    down, up = parts.get("lora_down.weight"), parts.get("lora_up.weight")
+    if down is None or up is None:
+        missing = "lora_down.weight" if down is None else "lora_up.weight"
+        raise LoRAFormatError(f"{source}: module {name!r} has no {missing}")
+    if down.ndim not in (2, 4) or up.ndim != down.ndim:
+        raise LoRAFormatError(
+            f"{source}: module {name!r} has down {list(down.shape)} / up {list(up.shape)}: "
+            "expected [r, in] / [out, r] or [r, in, 1, 1] / [out, r, 1, 1]"
+        )
+    if down.ndim == 4 and (tuple(down.shape[2:]) != (1, 1) or tuple(up.shape[2:]) != (1, 1)):
+        raise LoRAFormatError(
+            f"{source}: module {name!r} is a {tuple(down.shape[2:])} conv LoRA (LoCon); only 1x1 "
+            "convs are supported"
+        )
+    if up.shape[1] != down.shape[0]:
+        raise LoRAFormatError(
+            f"{source}: module {name!r} ranks differ: down {list(down.shape)}, up {list(up.shape)}"
+        )
+    alpha_tensor = parts.get("alpha")
+    if alpha_tensor is None:
+        alpha = float(down.shape[0])
+    elif alpha_tensor.numel() != 1:
+        shape = list(alpha_tensor.shape)
+        raise LoRAFormatError(f"{source}: module {name!r} alpha has shape {shape}")
+    else:
+        alpha = float(alpha_tensor.reshape(()).item())
+    return ModuleLoRA(down=down, up=up, alpha=alpha)
+
+
+def modules_to_tensors(modules: Mapping[str, ModuleLoRA]) -> dict[str, torch.Tensor]:
+    """The kohya tensor set of `modules` (alpha as a 0-dim float32 tensor)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        tensors[name + LORA_DOWN_SUFFIX] = module.down
+        tensors[name + LORA_UP_SUFFIX] = module.up
+        tensors[name + ALPHA_SUFFIX] = torch.tensor(float(module.alpha), dtype=torch.float32)
+    return tensors
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def save_lora(
+    path: str | PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> Path:
+    """Write a kohya LoRA atomically (a crash keeps the previous file); returns the path.
+
+    Refuses tensors that are not a kohya LoRA (PEFT keys would load nothing in A1111) and
+    metadata values that are not strings (safetensors stores only strings; saying so here beats a
+    TypeError deep inside the library).
+    """
+    target = Path(path)
+    group_modules(tensors, source=str(target))
+    bad = {k: type(v).__name__ for k, v in metadata.items() if not isinstance(v, str)}
+    if bad or not all(isinstance(key, str) for key in metadata):
+        raise TypeError(f"LoRA metadata must map strings to strings; not strings: {bad}")
+    cpu_tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    strings = dict(metadata)
+    atomic_save_with(target, lambda tmp: save_file(cpu_tensors, str(tmp), metadata=strings))
+    return target
+
+
+def load_lora(path: str | PathLike[str]) -> LoRAFile:
+    """Read and check a kohya LoRA file; `LoRAFormatError` names the file and what is wrong."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {source}")
+    try:
+        with safe_open(str(source), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # the Rust reader raises its own class; any failure means unusable
+        raise LoRAFormatError(
+            f"{source}: not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from error
+    modules = group_modules(tensors, source=str(source))
+    return LoRAFile(path=source, tensors=tensors, metadata=metadata, modules=modules)
+
+
+def build_metadata(
+    *,
+    user_id: str,
+    rank: int,
+    alpha: float,
+    base_model_hash: str,
+    steps: int,
+    score: float | None,
+    output_name: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """The file's metadata, all strings: kohya's `ss_*`, `modelspec.*` and our `easyphoto_*`.
+
+    `ss_output_name` is the alias A1111's Lora tab shows. `extra` adds keys (values str()-ed) but
+    may not overwrite the ones set here.
+    """
+    from easyphoto_core import __version__
+
+    metadata = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(int(rank)),
+        "ss_network_alpha": str(float(alpha)),  # kohya writes str(float): "64.0"
+        "ss_base_model_version": "sd_v1",
+        "ss_output_name": output_name,
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.title": output_name,
+        "easyphoto_user_id": validate_user_id(user_id),
+        "easyphoto_base_model_hash": base_model_hash,
+        "easyphoto_steps": str(int(steps)),
+        "easyphoto_score": "" if score is None else repr(float(score)),
+        "easyphoto_version": __version__,
+    }
+    for key, value in (extra or {}).items():
+        if key in metadata:
+            raise ValueError(f"extra metadata may not overwrite {key!r}")
+        metadata[str(key)] = str(value)
+    return metadata
+
+
+# --- ΔW fusion -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionReport:
+    """How close the re-factorised fusion is to the weighted average of the ΔWs.
+
+    Errors are relative Frobenius norms ‖ΔW_fused − ΔW_avg‖ / ‖ΔW_avg‖ (0 where ΔW_avg = 0);
+    `relative_error` is over all modules together (their squared norms summed).
+    """
+
+    rank: int
+    alpha: float
+    weights: tuple[float, ...]
+    module_errors: dict[str, float]
+    relative_error: float
+
+    @property
+    def max_module_error(self) -> float:
+        return max(self.module_errors.values(), default=0.0)
+
+
+def fuse_loras(
+    loras: Sequence[Mapping[str, torch.Tensor] | LoRAFile],
+    weights: Sequence[float] | None = None,
+    *,
+    rank: int,
+    alpha: float | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, torch.Tensor], FusionReport]:
+    """Weighted average of the LoRAs' ΔW per module, re-factorised to `rank` by truncated SVD.
+
+    - `weights` (default equal) are normalised to sum 1; a module absent from a LoRA counts as
+      ΔW = 0 there.
+    - The SVD runs in float32 on `device`; √S goes to both factors. Each output module has exactly
+      `rank` (zero-padded where a layer is narrower). Its alpha is `alpha`; by default the one alpha
+      all inputs share (so the file's `ss_network_alpha` stays true), else `rank` (scale 1). The
+      factors are multiplied by √(rank/alpha), so (alpha/rank)·up@down is the truncated ΔW.
+    - The error reported per module is the discarded singular-value energy, which is exactly
+      ‖ΔW_fused − ΔW_avg‖_F / ‖ΔW_avg‖_F; it is ~0 when `rank` ≥ the summed ranks of the inputs.
+    Returns the fused kohya tensors (float32, CPU) and the report.
+    """
+    if not loras:
+        raise ValueError("fuse_loras needs at least one LoRA")
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    norm_weights = _normalised_weights(weights, len(loras))
+    grouped = [_as_modules(lora, index) for index, lora in enumerate(loras)]
+    if alpha is None:
+        input_alphas = {m.alpha for modules in grouped for m in modules.values()}
+        alpha = input_alphas.pop() if len(input_alphas) == 1 else rank
+    out_alpha = float(alpha)
+    if out_alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    names = sorted(set().union(*grouped))
+    fused: dict[str, ModuleLoRA] = {}
+    errors: dict[str, float] = {}
+    energy_total = energy_lost = 0.0
+    for name in names:
+        terms = [(w, modules[name]) for w, modules in zip(norm_weights, grouped, strict=True)
+                 if name in modules]
+        module, total, lost = _fuse_module(
+            name, terms, rank=rank, alpha=out_alpha, device=torch.device(device)
+        )
+        fused[name] = module
+        errors[name] = math.sqrt(lost / total) if total > 0 else 0.0
+        energy_total += total
+        energy_lost += lost
+    overall = math.sqrt(energy_lost / energy_total) if energy_total > 0 else 0.0
+    report = FusionReport(rank, out_alpha, tuple(norm_weights), errors, overall)
+    return modules_to_tensors(fused), report
+
+
+def _normalised_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    if weights is None:
+        return [1.0 / count] * count
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} weights for {count} LoRAs")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"fusion weights must be >= 0 with a positive sum, got {list(weights)}")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
+
+
+def _as_modules(lora: Mapping[str, torch.Tensor] | LoRAFile, index: int) -> dict[str, ModuleLoRA]:
+    if isinstance(lora, LoRAFile):
+        return lora.modules
+    return group_modules(lora, source=f"LoRA #{index} of the fusion")
+
+
+def _fuse_module(
+    name: str,
+    terms: list[tuple[float, ModuleLoRA]],
+    *,
+    rank: int,
+    alpha: float,
+    device: torch.device,
+) -> tuple[ModuleLoRA, float, float]:
+    """Fused factors of one module, the energy ‖ΔW_avg‖² and the energy the truncation drops."""
+    first = terms[0][1]
+    for _, module in terms:
+        if (module.out_features, module.in_features, module.is_conv) != (
+            first.out_features, first.in_features, first.is_conv
+        ):
+            raise LoRAFormatError(f"module {name!r} has different shapes in the fused LoRAs")
+    left, right, singular = _svd_of_sum(terms, device=device)
+    keep = min(rank, singular.numel())
+    # (alpha/rank)·up@down = U_k S_k V_k: each factor gets √(S_k · rank/alpha).
+    root = (singular[:keep] * (rank / alpha)).sqrt()
+    up = torch.zeros(first.out_features, rank, dtype=torch.float32, device=device)
+    down = torch.zeros(rank, first.in_features, dtype=torch.float32, device=device)
+    up[:, :keep] = left[:, :keep] * root
+    down[:keep] = root[:, None] * right[:keep]
+    if first.is_conv:
+        up, down = up[:, :, None, None], down[:, :, None, None]
+    energy = singular.double().square()
+    module = ModuleLoRA(down=down.cpu().contiguous(), up=up.cpu().contiguous(), alpha=alpha)
+    return module, float(energy.sum()), float(energy[keep:].sum())
+
+
+def _svd_of_sum(
+    terms: list[tuple[float, ModuleLoRA]], *, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U, S, Vh of Σ w·scale·up@down, without forming the dense sum when it is low-rank.
+
+    Σ w_i s_i up_i down_i = A @ B with A = [w_i s_i up_i] (out × R), B = [down_i] (R × in). When R
+    is below both sides, QR of A and Bᵀ reduces the SVD to an R × R core (exact, and much cheaper
+    than a dense 10240 × 1280 SVD on a CPU).
+    """
+    cols = [
+        module.up.to(device=device, dtype=torch.float32).reshape(module.out_features, module.rank)
+        * (weight * module.scale)
+        for weight, module in terms
+    ]
+    rows = [
+        module.down.to(device=device, dtype=torch.float32).reshape(module.rank, module.in_features)
+        for _, module in terms
+    ]
+    left_factor, right_factor = torch.cat(cols, dim=1), torch.cat(rows, dim=0)
+    total_rank = left_factor.shape[1]
+    if total_rank >= min(left_factor.shape[0], right_factor.shape[1]):
+        u, s, vh = torch.linalg.svd(left_factor @ right_factor, full_matrices=False)
+        return u, vh, s
+    q_left, r_left = torch.linalg.qr(left_factor)
+    q_right, r_right = torch.linalg.qr(right_factor.T)
+    u_core, s, vh_core = torch.linalg.svd(r_left @ r_right.T)
+    return q_left @ u_core, vh_core @ q_right.T, s
+
+
+# --- host (LDM) module names ---------------------------------------------------------------------
+
+# Multi-word module names of diffusers' UNet2DConditionModel and transformers' CLIPTextModel; a
+# kohya name is split on '_' and these are glued back, longest first, to recover the module path.
+_JOINED_NAMES = (
+    "time_emb_proj", "conv_norm_out", "final_layer_norm",
+    "down_blocks", "up_blocks", "mid_block", "transformer_blocks", "to_q", "to_k", "to_v",
+    "to_out", "proj_in", "proj_out", "conv_in", "conv_out", "conv_shortcut", "time_embedding",
+    "linear_1", "linear_2", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
+    "layer_norm1", "layer_norm2", "token_embedding", "position_embedding",
+)
+
+
+def kohya_name_to_diffusers_module(name: str) -> tuple[str, str]:
+    """(part, module path) of a kohya name: a diffusers UNet path or a `text_model.` CLIP path."""
+    part = module_part(name)
+    prefix = UNET_LORA_PREFIX if part == PART_UNET else TEXT_ENCODER_LORA_PREFIX
+    words = name[len(prefix) :].split("_")
+    joined = sorted((n.split("_") for n in _JOINED_NAMES), key=len, reverse=True)
+    pieces: list[str] = []
+    index = 0
+    while index < len(words):
+        match = next((j for j in joined if words[index : index + len(j)] == j), None)
+        size = len(match) if match else 1
+        pieces.append("_".join(words[index : index + size]))
+        index += size
+    return part, ".".join(pieces)
+
+
+def kohya_name_to_host_module(name: str, unet_config: Mapping[str, Any]) -> str:
+    """The module path in the host's single-file layout (A1111's LDM model) a kohya name targets.
+
+    `lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q` ->
+    `model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q`;
+    `lora_te_text_model_encoder_layers_0_self_attn_q_proj` ->
+    `cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj`.
+    The UNet part goes through `ldm_keys.unet_key_map` (the module's `.weight` key, mapped and
+    stripped), so it agrees with the checkpoint loader; A1111 does the same with its own regexes
+    (`a1111_layer_name`, which the tests compare against).
+    """
+    from easyphoto_core.sd import ldm_keys
+
+    part, path = kohya_name_to_diffusers_module(name)
+    if part == PART_TEXT_ENCODER:
+        ldm_key = ldm_keys.text_encoder_key_map([path + ".weight"])[path + ".weight"]
+        return ldm_keys.TEXT_ENCODER_PREFIX + ldm_key[: -len(".weight")]
+    try:
+        ldm_key = ldm_keys.unet_key_map(unet_config, [path + ".weight"])[path + ".weight"]
+    except ValueError as error:
+        raise LoRAFormatError(f"{name!r} names no layer of this UNet: {error}") from None
+    return ldm_keys.UNET_PREFIX + ldm_key[: -len(".weight")]
+
+
+# A1111 v1.10.1 `extensions-builtin/Lora/networks.py: convert_diffusers_name_to_compvis` (SD1
+# branch) maps a kohya name to an entry of `sd_model.network_layer_mapping`: the named modules of
+# `sd_model.model` and `sd_model.cond_stage_model.wrapped` with '.' -> '_'. Its rules, restated:
+_A1111_RESNET_SUFFIXES = {
+    "conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in_layers_0",
+    "norm2": "out_layers_0", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection",
+}
+
+
+def a1111_layer_name(name: str) -> str:
+    """A1111's `network_layer_mapping` key for a kohya name (unchanged when no rule applies)."""
+    rules: list[tuple[str, Any]] = [
+        (r"lora_unet_conv_in(.*)", lambda m: f"diffusion_model_input_blocks_0_0{m[1]}"),
+        (r"lora_unet_conv_out(.*)", lambda m: f"diffusion_model_out_2{m[1]}"),
+        (r"lora_unet_time_embedding_linear_(\d+)(.*)",
+         lambda m: f"diffusion_model_time_embed_{int(m[1]) * 2 - 2}{m[2]}"),
+        (r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)",
+         lambda m: f"diffusion_model_input_blocks_{1 + int(m[1]) * 3 + int(m[3])}_"
+         f"{_a1111_slot(m[2])}_{_a1111_suffix(m[2], m[4])}"),
+        (r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)",
+         lambda m: "diffusion_model_middle_block_"
+         f"{1 if m[1] == 'attentions' else int(m[2]) * 2}_{_a1111_suffix(m[1], m[3])}"),
+        (r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)",
+         lambda m: f"diffusion_model_output_blocks_{int(m[1]) * 3 + int(m[3])}_"
+         f"{_a1111_slot(m[2])}_{_a1111_suffix(m[2], m[4])}"),
+        (r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv",
+         lambda m: f"diffusion_model_input_blocks_{3 + int(m[1]) * 3}_0_op"),
+        (r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv",
+         lambda m: f"diffusion_model_output_blocks_{2 + int(m[1]) * 3}_"
+         f"{2 if int(m[1]) > 0 else 1}_conv"),
+        (r"lora_te_text_model_encoder_layers_(\d+)_(.+)",
+         lambda m: f"transformer_text_model_encoder_layers_{m[1]}_{m[2]}"),
+    ]
+    for pattern, build in rules:
+        match = re.match(pattern, name)
+        if match:
+            return build(match)
+    return name
+
+
+def _a1111_slot(kind: str) -> int:
+    return 1 if kind == "attentions" else 0
+
+
+def _a1111_suffix(kind: str, suffix: str) -> str:
+    return _A1111_RESNET_SUFFIXES.get(suffix, suffix) if kind == "resnets" else suffix
+
+
+def host_module_to_a1111_layer_name(host_module: str) -> str:
+    """A host module path as A1111 keys it: relative to `sd_model.model` / the CLIP wrapper."""
+    for prefix in ("model.", "cond_stage_model."):
+        if host_module.startswith(prefix):
+            return host_module[len(prefix) :].replace(".", "_")
+    raise ValueError(f"{host_module!r} is neither a UNet nor a text encoder module")
