@@ -66,8 +66,9 @@ def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank
 def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
                validations: dict[int, ValidationRecord], events: EventWriter,
                seconds: float, base_model_hash: str) -> Path:
-    from easyphoto_core.lora_format import build_metadata
     from safetensors.torch import save_file
+
+    from easyphoto_core.lora_format import build_metadata
 
     if not checkpoints:
         raise RuntimeError("training produced no checkpoint")

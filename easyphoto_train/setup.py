@@ -56,7 +56,6 @@ def load_training_models(job: TrainJob, *, device: torch.device, dtype: torch.dt
                          ) -> tuple[TrainingModels, Any]:
     """Base model from the single-file checkpoint, frozen, with LoRA injected; components too."""
     from easyphoto_core.lora_layers import inject_lora
-
     from easyphoto_core.sd.loading import load_sd15_checkpoint
 
     components = load_sd15_checkpoint(job.base_model, device=device, dtype=dtype)

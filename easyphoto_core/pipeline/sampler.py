@@ -1,0 +1,174 @@
+"""Latent inpainting with an SD1.5 UNet, optional ControlNets and classifier-free guidance.
+
+The inpainting A1111 does for a non-inpainting model with "masked content: original": start from
+the encoded image noised to the strength's timestep, denoise, and after every step put the
+known region back (noised to the next timestep), so only the mask changes. Shared by the trainer's
+validation (LoRA live in the modules) and the standalone generation backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+StepCallback = Callable[[int, int], None]  # (step done, steps total)
+
+
+class Interrupted(Exception):
+    """Raised between steps when the interrupt flag is set."""
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet's guidance: the model, its control image (uint8 HxWx3) and weight."""
+
+    controlnet: Any  # diffusers ControlNetModel
+    image: np.ndarray
+    weight: float
+
+
+@dataclass(frozen=True)
+class InpaintSpec:
+    image: np.ndarray  # uint8 H x W x 3, sides multiples of 8
+    mask: np.ndarray  # float or uint8 H x W, > 0.5 (or > 127) = repaint
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    denoise: float = 0.45
+    cfg_scale: float = 7.0
+    seed: int = 0
+    controls: Sequence[ControlInput] = field(default_factory=tuple)
+
+
+def check_spec(spec: InpaintSpec) -> None:
+    height, width = spec.image.shape[:2]
+    if spec.image.ndim != 3 or spec.image.shape[2] != 3 or spec.image.dtype != np.uint8:
+        raise ValueError("inpaint image must be uint8 H x W x 3")
+    if height % 8 or width % 8:
+        raise ValueError(f"inpaint image sides must be multiples of 8, got {width}x{height}")
+    if spec.mask.shape[:2] != (height, width):
+        raise ValueError(f"mask is {spec.mask.shape[:2]}, image is {(height, width)}")
+    for control in spec.controls:
+        if control.image.shape[:2] != (height, width):
+            raise ValueError("control images must have the inpaint image's size")
+    if not 0.0 < spec.denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {spec.denoise}")
+
+
+class LatentInpainter:
+    """Components passed in (UNet, VAE, text encoder, tokenizer, scheduler config); no loading."""
+
+    def __init__(self, components: Any, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.components = components
+        self.device, self.dtype = torch.device(device), dtype
+
+    def make_scheduler(self) -> Any:
+        """DPM++ 2M Karras, the WebUI's usual sampler, from the model's own schedule."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        return DPMSolverMultistepScheduler.from_config(
+            self.components.scheduler_config, use_karras_sigmas=True,
+            algorithm_type="dpmsolver++", solver_order=2)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompt: str, negative_prompt: str) -> torch.Tensor:
+        tokenizer = self.components.tokenizer
+        ids = tokenizer([negative_prompt, prompt], padding="max_length", truncation=True,
+                        max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        return self.components.text_encoder(ids.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def __call__(self, spec: InpaintSpec, *, callback: StepCallback | None = None,
+                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:
+        check_spec(spec)
+        # 1. prompts, image, mask, control images
+        prompt_embeds = self.encode_prompts(spec.prompt, spec.negative_prompt)
+        init_latents = self.prepare_latents(spec.image)
+        latent_mask = self.prepare_mask(spec.mask, init_latents.shape[-2:])
+        controls = [(c.controlnet, self.prepare_control(c.image), c.weight) for c in spec.controls]
+        # 2. timesteps for the strength: the first (1 - denoise) of the schedule is skipped
+        scheduler = self.make_scheduler()
+        timesteps = self.prepare_timesteps(scheduler, spec.steps, spec.denoise)
+        # 3. noise the known image to the first timestep (seeded on the CPU: same on any device)
+        generator = torch.Generator("cpu").manual_seed(spec.seed)
+        noise = torch.randn(init_latents.shape, generator=generator).to(self.device, torch.float32)
+        latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
+        # 4. denoise, putting the known region back after every step
+        for index, timestep in enumerate(timesteps):
+            if interrupt is not None and interrupt():
+                raise Interrupted(f"interrupted at step {index} of {len(timesteps)}")
+            prediction = self.predict_noise(scheduler, latents, timestep, prompt_embeds,
+                                            controls=controls, cfg_scale=spec.cfg_scale)
+            latents = scheduler.step(prediction, timestep, latents).prev_sample
+            known = init_latents if index + 1 == len(timesteps) else \
+                scheduler.add_noise(init_latents, noise, timesteps[index + 1 : index + 2])
+            latents = latent_mask * latents + (1 - latent_mask) * known
+            if callback is not None:
+                callback(index + 1, len(timesteps))
+        # 5. decode, and keep the unmasked pixels exactly
+        return self.decode_and_blend(latents, spec.image, spec.mask)
+
+    def prepare_latents(self, image: np.ndarray) -> torch.Tensor:
+        vae = self.components.vae
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        latents = vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean
+        return latents.float() * float(vae.config.scaling_factor)
+
+    def prepare_mask(self, mask: np.ndarray, latent_size: torch.Size) -> torch.Tensor:
+        pixel_mask = torch.from_numpy(_unit_mask(mask))[None, None]
+        latent = F.interpolate(pixel_mask, size=tuple(latent_size), mode="area")
+        return (latent > 0.01).float().to(self.device)  # any touched latent is repainted
+
+    def prepare_control(self, image: np.ndarray) -> torch.Tensor:
+        control = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)
+        return torch.cat([control] * 2).to(self.device, self.dtype)  # unconditional + prompt
+
+    @staticmethod
+    def prepare_timesteps(scheduler: Any, steps: int, denoise: float) -> torch.Tensor:
+        scheduler.set_timesteps(steps)
+        run = max(1, min(steps, int(round(steps * denoise))))
+        start = (steps - run) * scheduler.order
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        return scheduler.timesteps[start:]
+
+    def predict_noise(self, scheduler: Any, latents: torch.Tensor, timestep: torch.Tensor,
+                      prompt_embeds: torch.Tensor, *, controls: list, cfg_scale: float
+                      ) -> torch.Tensor:
+        latent_in = scheduler.scale_model_input(torch.cat([latents] * 2), timestep)
+        latent_in = latent_in.to(self.dtype)
+        down, mid = None, None
+        for controlnet, image, weight in controls:
+            if weight <= 0:
+                continue
+            d, m = controlnet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
+                              controlnet_cond=image, conditioning_scale=weight, return_dict=False)
+            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
+            mid = m if mid is None else mid + m
+        noise = self.components.unet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
+                                     down_block_additional_residuals=down,
+                                     mid_block_additional_residual=mid).sample.float()
+        unconditional, conditional = noise.chunk(2)
+        return unconditional + cfg_scale * (conditional - unconditional)
+
+    def decode_and_blend(self, latents: torch.Tensor, image: np.ndarray, mask: np.ndarray
+                         ) -> np.ndarray:
+        vae = self.components.vae
+        decoded = vae.decode((latents / float(vae.config.scaling_factor)).to(self.dtype)).sample
+        decoded = decoded[0].float().clamp(-1, 1).add(1).mul(127.5).round()
+        generated = decoded.permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+        weight = _unit_mask(mask)[..., None]
+        blended = generated * weight + image.astype(np.float32) * (1 - weight)
+        return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def _unit_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    return mask / 255.0 if mask.max(initial=0.0) > 1.0 else mask
