@@ -56,10 +56,11 @@ def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Pat
     loop = LoRATrainingLoop(models, latents, token_ids, job.params, micro_batch=micro_batch,
                             seed=job.params.seed)
     state = _prepare_state(job, loop, images.shape[0])
+    validator = _validator(job, components, events, device=device, dtype=dtype)
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
                 startup_seconds=round(time.perf_counter() - started, 2))
-    _optimise(job, loop, state, events, cancel)
+    _optimise(job, loop, state, events, cancel, validator)
     return finish_run(job, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,
                       base_model_hash=legacy_model_hash(job.base_model))
@@ -82,8 +83,23 @@ def _prepare_state(job: TrainJob, loop: LoRATrainingLoop, photo_count: int) -> R
     return RunState(total, 0, [])
 
 
+def _validator(job: TrainJob, components, events: EventWriter, *, device, dtype):
+    """The validator, or None (with a note) when validation is off or cannot run."""
+    if not job.params.validation:
+        return None
+    if not (job.dataset_dir / "embeddings.npy").is_file():
+        events.emit("note", message="validation skipped: the dataset has no identity "
+                    "embeddings (re-run preprocess)")
+        return None
+    from easyphoto_train.validation import build_validator
+
+    return build_validator(components=components, dataset_dir=job.dataset_dir,
+                           count=job.params.num_validation_templates, device=device, dtype=dtype,
+                           seed=job.params.seed, weights_dir=job.weights_dir)
+
+
 def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
-              cancel: CancelToken) -> None:
+              cancel: CancelToken, validator) -> None:
     every = job.params.val_and_checkpointing_steps
     timer_start, timed_steps = time.perf_counter(), 0
     while loop.step_count < state.total_steps:
@@ -97,6 +113,11 @@ def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: Ev
                     eta_seconds=round(per_step * (state.total_steps - loop.step_count), 1))
         if loop.step_count % every == 0 or loop.step_count == state.total_steps:
             state.checkpoints.append(_checkpoint(job, loop, events))
+            if validator is not None:
+                record = validator.validate(loop.step_count, job.validation_dir)
+                state.validations[loop.step_count] = record
+                events.emit("validation", step=record.step, scores=record.scores,
+                            mean_score=round(record.mean_score, 4), images=record.images)
 
 
 def _checkpoint(job: TrainJob, loop: LoRATrainingLoop, events: EventWriter) -> Checkpoint:

@@ -26,6 +26,7 @@ class TrainJob:
     lora_copy_dirs: tuple[Path, ...] = ()  # e.g. the host's Lora folder
     cancel_file: Path | None = None
     resume: bool = False
+    weights_dir: Path | None = None  # face models for validation (None = the default folders)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -47,6 +48,7 @@ class TrainJob:
             "lora_copy_dirs": [str(p) for p in self.lora_copy_dirs],
             "cancel_file": str(self.cancel_file) if self.cancel_file else None,
             "resume": self.resume,
+            "weights_dir": str(self.weights_dir) if self.weights_dir else None,
             "extra": self.extra,
         }
 
@@ -76,6 +78,7 @@ def load_job(path: Path) -> TrainJob:
             lora_copy_dirs=tuple(Path(p) for p in raw.get("lora_copy_dirs") or ()),
             cancel_file=Path(raw["cancel_file"]) if raw.get("cancel_file") else None,
             resume=bool(raw.get("resume", False)),
+            weights_dir=Path(raw["weights_dir"]) if raw.get("weights_dir") else None,
             extra=dict(raw.get("extra") or {}),
         )
     except ValueError as error:  # UserIdError, ParamsError
@@ -83,10 +86,11 @@ def load_job(path: Path) -> TrainJob:
 
 
 def job_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",
-                 lora_copy_dirs: tuple[Path, ...] = (), resume: bool = False) -> TrainJob:
+                 lora_copy_dirs: tuple[Path, ...] = (), resume: bool = False,
+                 weights_dir: Path | None = None) -> TrainJob:
     """The job that trains `user` from their preprocessed dataset (preprocess runs first)."""
     return TrainJob(
         user_id=user.user_id, base_model=Path(base_model), dataset_dir=user.dataset_dir,
         output_dir=user.root, params=params, device=device, lora_copy_dirs=lora_copy_dirs,
-        cancel_file=user.jobs_dir / "train.cancel", resume=resume,
+        cancel_file=user.jobs_dir / "train.cancel", resume=resume, weights_dir=weights_dir,
     )

@@ -33,11 +33,17 @@ def write_dataset(folder: Path, photos: list[Path], resolution: int) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    if not FACES.is_dir():
-        pytest.skip(f"real test photos not found at {FACES}")
-    photos = [FACES / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
-    return write_dataset(tmp_path_factory.mktemp("dataset"), photos, 256)
+def tiny_dataset(tmp_path_factory, faces_dir, face_models):
+    """The real preprocess of three real photos of one person, at 256 px."""
+    from easyphoto_core.params import TrainParams, parse_params
+    from easyphoto_core.preprocess import preprocess_photos
+    from easyphoto_core.workspace import Workspace
+
+    user = Workspace(tmp_path_factory.mktemp("ws")).user("obama")
+    photos = [faces_dir / name for name in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    params = parse_params(TrainParams, {"resolution": 256})
+    preprocess_photos(photos, user, params, face_models)
+    return user.dataset_dir
 
 
 def random_images(count: int, size: int, seed: int = 0) -> np.ndarray:

@@ -20,12 +20,12 @@ FAST = {"resolution": 256, "rank": 4, "network_alpha": 4, "val_and_checkpointing
         "max_train_steps": 4, "validation": False, "lora_selection": "best"}
 
 
-def make_job(tmp_path, tiny_models, dataset, **params) -> TrainJob:
+def make_job(tmp_path, tiny_models, dataset, weights_dir=None, **params) -> TrainJob:
     return TrainJob(
         user_id="obama", base_model=tiny_models.checkpoint, dataset_dir=dataset,
         output_dir=tmp_path / "user", params=parse_params(TrainParams, {**FAST, **params}),
         device="cpu", lora_copy_dirs=(tmp_path / "host_lora",),
-        cancel_file=tmp_path / "cancel",
+        cancel_file=tmp_path / "cancel", weights_dir=weights_dir,
     )
 
 
@@ -158,3 +158,21 @@ def test_missing_inputs_name_the_path(tiny_models, tiny_dataset, tmp_path, missi
     events = events_of(process)
     assert process.returncode == ExitCode.BAD_CONFIG
     assert "nope" in events[-1]["message"]
+
+
+def test_validation_scores_each_checkpoint_and_selects_the_best(tiny_models, tiny_dataset,
+                                                               tmp_path, shared_models_dir):
+    job = make_job(tmp_path, tiny_models, tiny_dataset, weights_dir=shared_models_dir,
+                   validation=True, num_validation_templates=1, val_and_checkpointing_steps=1,
+                   max_train_steps=2, lora_selection="fusion", fusion_top_k=2)
+    process = start_trainer(job, tmp_path)
+    events = events_of(process)
+    assert process.returncode == ExitCode.OK, process.stderr.read()
+    validations = [e for e in events if e["event"] == "validation"]
+    assert [v["step"] for v in validations] == [1, 2]
+    for record in validations:
+        assert len(record["scores"]) == 1 and Path(record["images"][0]).is_file()
+    report = json.loads((job.output_dir / "training_report.json").read_text())
+    assert sorted(report["selected_steps"]) == [1, 2]  # fusion of the top two
+    assert report["fusion_error"] is not None and report["fusion_error"] >= 0
+    assert (job.output_dir / "face_id.png").is_file()

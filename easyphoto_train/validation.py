@@ -1,0 +1,97 @@
+"""Validation during training: inpaint the face of a few templates with the live LoRA and score
+how much the result looks like the user (identity similarity to the training faces).
+
+The LoRA layers are the ones being trained, so nothing is re-read from disk; the face models are
+the preprocess ones (detector + identity embedder).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from easyphoto_core.faces.geometry import ellipse_mask
+from easyphoto_core.params import DEFAULT_NEGATIVE_PROMPT, TRIGGER_CAPTION
+from easyphoto_core.pipeline.sampler import InpaintSpec, LatentInpainter
+from easyphoto_core.workspace import atomic_save_with
+from easyphoto_train.output import ValidationRecord
+
+VALIDATION_STEPS = 20
+VALIDATION_DENOISE = 0.7  # enough to redraw the face from the LoRA, keeping pose and light
+
+
+@dataclass(frozen=True)
+class ValidationTemplate:
+    image: np.ndarray  # uint8 res x res x 3 (a training crop)
+    mask: np.ndarray  # uint8 res x res, 255 = the face region that gets redrawn
+
+
+def load_templates(dataset_dir: Path, count: int) -> list[ValidationTemplate]:
+    """The first `count` training crops, each with an ellipse over its face box."""
+    templates = []
+    lines = (dataset_dir / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    for line in [x for x in lines if x.strip()][:count]:
+        entry = json.loads(line)
+        image = np.asarray(Image.open(dataset_dir / entry["file_name"]).convert("RGB"))
+        mask = ellipse_mask(np.asarray(entry["face_box"], np.float32), image.shape[:2], scale=1.2)
+        templates.append(ValidationTemplate(image, (np.asarray(mask) > 0).astype(np.uint8) * 255))
+    return templates
+
+
+class IdentityScorer:
+    """Similarity of the most prominent face in an image to the user's training faces."""
+
+    def __init__(self, face_models: Any, reference_embeddings: np.ndarray) -> None:
+        self.face_models = face_models
+        self.reference = np.asarray(reference_embeddings, np.float32)
+
+    def score(self, image: np.ndarray) -> float:
+        """Mean cosine similarity of the largest face to the references; 0 when no face."""
+        faces = self.face_models.detector.detect(image)
+        if not faces:
+            return 0.0
+        face = max(faces, key=lambda f: f.area)
+        embedding = self.face_models.embedder.embed(image, face)
+        return float(np.mean(self.reference @ embedding))
+
+
+class Validator:
+    def __init__(self, *, components: Any, scorer: IdentityScorer,
+                 templates: list[ValidationTemplate], device: torch.device, dtype: torch.dtype,
+                 seed: int) -> None:
+        self.inpainter = LatentInpainter(components, device=device, dtype=dtype)
+        self.scorer, self.templates, self.seed = scorer, templates, seed
+
+    def validate(self, step: int, out_dir: Path) -> ValidationRecord:
+        scores, paths = [], []
+        for number, template in enumerate(self.templates):
+            image = self.inpainter(InpaintSpec(
+                image=template.image, mask=template.mask, prompt=TRIGGER_CAPTION,
+                negative_prompt=DEFAULT_NEGATIVE_PROMPT, steps=VALIDATION_STEPS,
+                denoise=VALIDATION_DENOISE, seed=self.seed + number))
+            path = out_dir / f"step-{step:06d}-{number}.png"
+            atomic_save_with(path, lambda tmp, im=image: Image.fromarray(im).save(tmp,
+                                                                                 format="PNG"))
+            scores.append(self.scorer.score(image))
+            paths.append(str(path))
+        best = paths[int(np.argmax(scores))] if scores else None
+        return ValidationRecord(step, [round(s, 4) for s in scores], paths, best)
+
+
+def build_validator(*, components: Any, dataset_dir: Path, count: int, device: torch.device,
+                    dtype: torch.dtype, seed: int, weights_dir: Path | None) -> Validator:
+    from easyphoto_core.faces.chooser import FaceModels
+    from easyphoto_core.weights import WeightPaths
+
+    paths = WeightPaths.standalone(weights_dir) if weights_dir else None
+    face_models = FaceModels.load(paths, use_mediapipe=False)
+    references = np.load(dataset_dir / "embeddings.npy")
+    return Validator(components=components, scorer=IdentityScorer(face_models, references),
+                     templates=load_templates(dataset_dir, count), device=device, dtype=dtype,
+                     seed=seed)
