@@ -131,41 +131,48 @@ class CudaGraphStep:
     once in a CUDA graph and replayed: the per-step cost is then the GPU's, not the Python
     launch overhead of ~2,000 kernels (which dominates eager SD1.5 LoRA training on a fast GPU).
 
-    Needs: one micro-batch per step (no accumulation loop), AdamW(capturable=True), the default
-    CUDA generator (its Philox offsets advance correctly across replays).
+    Every `step()` call is one optimizer step: the first few run eagerly on a side stream (so
+    cuDNN/cuBLAS settle and AdamW allocates its state, as torch's docs prescribe), the next one
+    captures the graph and replays it. Needs CUDA and one micro-batch per step; AdamW is built
+    capturable by the loop on CUDA.
     """
 
     def __init__(self, loop: LoRATrainingLoop, *, warmup_steps: int = 3) -> None:
         if loop.accumulation != 1 or loop.models.device.type != "cuda":
             raise ValueError("CUDA graph steps need CUDA and one micro-batch per step")
         self.loop = loop
-        self.graph = torch.cuda.CUDAGraph()
-        # our sampling generator is not the default one: the graph must advance its offsets
-        self.graph.register_generator_state(loop.generator)
-        self._warm_up(warmup_steps)
-        loop.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self.static_loss = loop._micro_step_loss()
-            self.static_loss.backward()
-            loop.optimizer.step()
-
-    def _warm_up(self, steps: int) -> None:
-        # run a few eager steps on a side stream so cuDNN/cuBLAS pick their kernels and AdamW
-        # allocates its state before capture (the same warm-up torch's docs prescribe)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(steps):
-                self.loop.optimizer.zero_grad(set_to_none=True)
-                self.loop._micro_step_loss().backward()
-                self.loop.optimizer.step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.loop.step_count += steps
+        self.warmups_left = warmup_steps
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_loss: torch.Tensor | None = None
 
     def step(self) -> float:
+        if self.warmups_left > 0:
+            self.warmups_left -= 1
+            return self._eager_step_on_side_stream()
+        if self.graph is None:
+            self._capture()
         self.graph.replay()
         self.loop.step_count += 1
         loss = float(self.static_loss)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.loop.step_count}")
         return loss
+
+    def _eager_step_on_side_stream(self) -> float:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            loss = self.loop.step()
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        # our sampling generator is not the default one: the graph must advance its offsets
+        graph.register_generator_state(self.loop.generator)
+        self.loop.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self.static_loss = self.loop._micro_step_loss()
+            self.static_loss.backward()
+            self.loop.optimizer.step()
+        self.graph = graph

@@ -88,6 +88,9 @@ def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
     copies = [_copy_atomically(final, directory) for directory in job.lora_copy_dirs]
     if selection.face_id_source:
         _copy_atomically(Path(selection.face_id_source), job.output_dir, name="face_id.png")
+    reference = job.dataset_dir / "reference.png"  # chosen by preprocess; used by generation
+    if reference.is_file():
+        _copy_atomically(reference, job.output_dir, name="reference.png")
     report = _report(job, selection, validations, final, copies, seconds)
     atomic_write_json(job.output_dir / "training_report.json", report)
     events.emit("done", lora_path=str(final), lora_copies=[str(c) for c in copies],

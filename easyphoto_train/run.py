@@ -51,16 +51,15 @@ def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Pat
     token_ids = components.tokenizer(
         TRIGGER_CAPTION, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
-    micro_batch = job.params.train_batch_size if job.params.low_vram else \
-        job.params.effective_batch_size
-    loop = LoRATrainingLoop(models, latents, token_ids, job.params, micro_batch=micro_batch,
-                            seed=job.params.seed)
+    loop = LoRATrainingLoop(models, latents, token_ids, job.params,
+                            micro_batch=micro_batch_size(job.params, device), seed=job.params.seed)
     state = _prepare_state(job, loop, images.shape[0])
     validator = _validator(job, components, events, device=device, dtype=dtype)
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
                 startup_seconds=round(time.perf_counter() - started, 2))
-    _optimise(job, loop, state, events, cancel, validator)
+    stepper = make_stepper(loop, events)
+    _optimise(job, loop, state, events, cancel, validator, stepper)
     return finish_run(job, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,
                       base_model_hash=legacy_model_hash(job.base_model))
@@ -83,6 +82,46 @@ def _prepare_state(job: TrainJob, loop: LoRATrainingLoop, photo_count: int) -> R
     return RunState(total, 0, [])
 
 
+def micro_batch_size(params, device) -> int:
+    """The whole effective batch in one pass where memory allows (CUDA, not low-VRAM on CPU
+    tests alike: same maths as accumulation); batch x accumulation when asked to save memory
+    on CPU."""
+    if device.type == "cuda" or not params.low_vram:
+        return params.effective_batch_size
+    return params.train_batch_size
+
+
+def make_stepper(loop: LoRATrainingLoop, events: EventWriter):
+    """A CUDA-graph step on CUDA; the plain loop elsewhere or if capture is impossible."""
+    if loop.models.device.type != "cuda" or loop.accumulation != 1:
+        return loop
+    from easyphoto_train.engine import CudaGraphStep
+
+    return _GraphWithFallback(CudaGraphStep(loop), loop, events)
+
+
+class _GraphWithFallback:
+    """Replays the graph; if capturing fails (an op that cannot be captured), says so once
+    and goes on eagerly, which is slower but trains the same."""
+
+    def __init__(self, graph_step, loop: LoRATrainingLoop, events: EventWriter) -> None:
+        self.graph_step, self.loop, self.events = graph_step, loop, events
+
+    def step(self) -> float:
+        if self.graph_step is None:
+            return self.loop.step()
+        try:
+            return self.graph_step.step()
+        except RuntimeError as error:
+            if self.graph_step.graph is not None or "captur" not in str(error).lower():
+                raise
+            self.events.emit("note", message=f"CUDA graph capture failed ({error}); "
+                             "training continues without it")
+            self.graph_step = None
+            self.loop.optimizer.zero_grad(set_to_none=True)
+            return self.loop.step()
+
+
 def _validator(job: TrainJob, components, events: EventWriter, *, device, dtype):
     """The validator, or None (with a note) when validation is off or cannot run."""
     if not job.params.validation:
@@ -99,13 +138,13 @@ def _validator(job: TrainJob, components, events: EventWriter, *, device, dtype)
 
 
 def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
-              cancel: CancelToken, validator) -> None:
+              cancel: CancelToken, validator, stepper) -> None:
     every = job.params.val_and_checkpointing_steps
     timer_start, timed_steps = time.perf_counter(), 0
     while loop.step_count < state.total_steps:
         if cancel.requested:
             raise Cancelled(loop.step_count, state.checkpoints[-1] if state.checkpoints else None)
-        loss = loop.step()
+        loss = stepper.step()
         timed_steps += 1
         per_step = (time.perf_counter() - timer_start) / timed_steps
         events.emit("step", step=loop.step_count, total_steps=state.total_steps,

@@ -45,20 +45,16 @@ def load_templates(dataset_dir: Path, count: int) -> list[ValidationTemplate]:
 
 
 class IdentityScorer:
-    """Similarity of the most prominent face in an image to the user's training faces."""
+    """Scores images against the user's training faces (FaceModels.identity_score); 0 when an
+    image shows no face, so a checkpoint that draws no face ranks last."""
 
     def __init__(self, face_models: Any, reference_embeddings: np.ndarray) -> None:
         self.face_models = face_models
         self.reference = np.asarray(reference_embeddings, np.float32)
 
     def score(self, image: np.ndarray) -> float:
-        """Mean cosine similarity of the largest face to the references; 0 when no face."""
-        faces = self.face_models.detector.detect(image)
-        if not faces:
-            return 0.0
-        face = max(faces, key=lambda f: f.area)
-        embedding = self.face_models.embedder.embed(image, face)
-        return float(np.mean(self.reference @ embedding))
+        similarity = self.face_models.identity_score(image, self.reference)
+        return 0.0 if similarity is None else similarity
 
 
 class Validator:

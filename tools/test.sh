@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 which="${1:-all}"
 shift || true
 
+# pip through a filter of this machine's local-index warnings; pip's own failure still fails
+quiet_pip() {
+    "$@" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+}
+
 run_suite() {
     local name="$1" venv=".venv-test-$1"
     shift
@@ -16,9 +21,13 @@ run_suite() {
     rm -rf "$venv"
     python3 -m venv "$venv"
     # torch is pinned to the CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        torch==2.13.0 -e ".[test,app]" "$@" 2>&1 | grep -v "is ignored: it is neither" || true
-    "$venv/bin/python" -m pip check >/dev/null 2>&1 || "$venv/bin/python" -m pip check || true
+    quiet_pip "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+        torch==2.13.0 -e ".[test,app]" "$@"
+    # MediaPipe's legacy solutions (bundled models) are optional for the product; the tests run
+    # them. --no-deps: its pins would downgrade numpy and replace OpenCV (DESIGN.md §3).
+    quiet_pip "$venv/bin/python" -m pip install -q --no-deps mediapipe==0.10.21
+    quiet_pip "$venv/bin/python" -m pip install -q absl-py attrs flatbuffers matplotlib \
+        "protobuf>=4.25.3,<5" "$@"
     "$venv/bin/python" -c "import torch, diffusers, transformers, pydantic, gradio, numpy; \
 print('versions: torch', torch.__version__, '| diffusers', diffusers.__version__, \
 '| transformers', transformers.__version__, '| pydantic', pydantic.VERSION, \
