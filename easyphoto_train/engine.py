@@ -62,8 +62,9 @@ def build_optimizer(network: Any, params: TrainParams, *, capturable: bool = Fal
     else:
         for parameter in te_params:
             parameter.requires_grad_(False)
+    # fused: one kernel for all LoRA tensors instead of a few per tensor (CUDA only)
     return torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=1e-2, eps=1e-8,
-                             capturable=capturable)
+                             capturable=capturable, fused=capturable or None)
 
 
 class LoRATrainingLoop:
