@@ -464,3 +464,50 @@ def apply_kohya_lora(
     )
     network.set_multiplier(multiplier)
     return network
+
+
+@dataclass
+class MergedLoRA:
+    """A LoRA added into the base weights in place; `restore()` puts the exact originals back.
+
+    Merging (rather than wrapping layers) keeps the modules and their weight tensors the same
+    objects, so a CUDA graph captured on the base model stays valid for every user's LoRA.
+    """
+
+    originals: list[tuple[torch.Tensor, torch.Tensor]]  # (weight, saved copy)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for weight, saved in self.originals:
+                weight.copy_(saved)
+        self.originals = []
+
+
+def merge_lora_in_place(
+    unet: nn.Module | None,
+    text_encoder: nn.Module | None,
+    modules: Mapping[str, Any],
+    multiplier: float = 1.0,
+) -> MergedLoRA:
+    """W += multiplier * ΔW for each module of a kohya LoRA (`lora_format.ModuleLoRA`s)."""
+    layers = {
+        **_candidates(PART_UNET, unet, None),
+        **_candidates(PART_TEXT_ENCODER, text_encoder, None),
+    }
+    unknown = sorted(set(modules) - set(layers))
+    if unknown:
+        raise LoRAFormatError(
+            f"{len(unknown)} LoRA modules name no layer of these models (e.g. {unknown[:3]})"
+        )
+    merged = MergedLoRA([])
+    with torch.no_grad():
+        for name, module in modules.items():
+            weight = layers[name].layer.weight
+            delta = module.delta_weight(dtype=torch.float32, device=weight.device)
+            if delta.shape != weight.shape:
+                merged.restore()
+                raise LoRAFormatError(f"LoRA module {name} is {tuple(delta.shape)}, the layer is "
+                                      f"{tuple(weight.shape)}: trained on another base model?")
+            merged.originals.append((weight, weight.detach().clone()))
+            weight.copy_((weight.float() + multiplier * delta).to(weight.dtype))
+    return merged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from easyphoto_core.params import TRIGGER_CAPTION
 from easyphoto_core.training.events import EventWriter
 from easyphoto_core.training.job import TrainJob
+from easyphoto_core.workspace import atomic_write_json
 from easyphoto_train.cancel import CancelToken
 from easyphoto_train.checkpoints import (
     Checkpoint,
@@ -73,12 +75,14 @@ def _prepare_state(job: TrainJob, loop: LoRATrainingLoop, photo_count: int) -> R
         loop.models.network.load_state_dict_kohya(read_checkpoint_lora(last))
         load_optimizer_state(last, loop.optimizer, _parameter_names(loop.models))
         loop.step_count = last.step
+        validations = load_validations(job.checkpoints_dir, upto=last.step)
         # a new seed stream for the continuation: replaying the first steps' draws adds nothing
         loop.generator.manual_seed(job.params.seed + last.step)
-        return RunState(total, last.step, existing)
+        return RunState(total, last.step, existing, validations)
     for stale in existing:  # a fresh run must not select a previous run's checkpoints
         stale.optimizer_path.unlink(missing_ok=True)
         stale.lora_path.unlink(missing_ok=True)
+    (job.checkpoints_dir / VALIDATIONS_FILE).unlink(missing_ok=True)
     return RunState(total, 0, [])
 
 
@@ -122,6 +126,24 @@ class _GraphWithFallback:
             return self.loop.step()
 
 
+VALIDATIONS_FILE = "validations.json"
+
+
+def save_validations(directory: Path, validations: dict[int, ValidationRecord]) -> None:
+    atomic_write_json(directory / VALIDATIONS_FILE, [
+        {"step": v.step, "scores": v.scores, "images": v.images, "best_image": v.best_image}
+        for v in validations.values()])
+
+
+def load_validations(directory: Path, *, upto: int) -> dict[int, ValidationRecord]:
+    """Validations of the checkpoints a resumed run keeps (those after `upto` are redone)."""
+    path = directory / VALIDATIONS_FILE
+    if not path.is_file():
+        return {}
+    records = [ValidationRecord(**item) for item in json.loads(path.read_text())]
+    return {r.step: r for r in records if r.step <= upto}
+
+
 def _validator(job: TrainJob, components, events: EventWriter, *, device, dtype):
     """The validator, or None (with a note) when validation is off or cannot run."""
     if not job.params.validation:
@@ -155,6 +177,7 @@ def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: Ev
             if validator is not None:
                 record = validator.validate(loop.step_count, job.validation_dir)
                 state.validations[loop.step_count] = record
+                save_validations(job.checkpoints_dir, state.validations)  # for --resume
                 events.emit("validation", step=record.step, scores=record.scores,
                             mean_score=round(record.mean_score, 4), images=record.images)
 

@@ -1,0 +1,78 @@
+"""What the portrait pipeline needs from a backend: inpaint with ControlNets and one LoRA.
+
+Two backends implement it: the standalone diffusers backend (diffusers_backend.py) and the A1111
+adapter (easyphoto_webui), which drives the host's own model and sd-webui-controlnet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+ControlKind = Literal["canny", "openpose", "tile", "color"]
+
+# The ControlNet 1.1 model each control kind needs (file stems as distributed; a file whose stem
+# starts with this, e.g. "..._fp16", is accepted too). Colour guidance rides on the tile model.
+CONTROLNET_MODELS: dict[str, str] = {
+    "canny": "control_v11p_sd15_canny",
+    "openpose": "control_v11p_sd15_openpose",
+    "tile": "control_v11f1e_sd15_tile",
+    "color": "control_v11f1e_sd15_tile",
+}
+
+
+class MissingModelError(FileNotFoundError):
+    """A model file the request needs is absent; the message says which and where to put it."""
+
+
+class BaseModelMismatchError(ValueError):
+    """A LoRA trained on another base model type (SD2, SDXL) than the loaded SD1.5 model."""
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    kind: ControlKind
+    image: np.ndarray  # uint8 H x W x 3, the inpaint image's size, already preprocessed
+    weight: float
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    name: str  # e.g. "easyphoto_alice" (the A1111 prompt tag name)
+    path: Path
+    weight: float
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    image: np.ndarray  # uint8 H x W x 3, sides multiples of 8
+    mask: np.ndarray  # uint8 H x W, 255 = repaint
+    prompt: str
+    negative_prompt: str
+    steps: int
+    denoise: float
+    cfg_scale: float
+    seed: int
+    controls: tuple[ControlSpec, ...] = field(default_factory=tuple)
+    lora: LoraRef | None = None
+
+
+StepCallback = Callable[[int, int], None]
+
+
+class GenerationBackend(Protocol):
+    name: str
+
+    def check_controls(self, kinds: set[str]) -> None:
+        """Raise MissingModelError naming the first missing ControlNet file and where it goes."""
+
+    def check_lora(self, lora: LoraRef) -> None:
+        """Raise BaseModelMismatchError / a clear error when the LoRA cannot apply here."""
+
+    def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
+                interrupt: Callable[[], bool] | None = None) -> np.ndarray:
+        """The repainted image (same size); only the mask's region changes."""

@@ -1,0 +1,150 @@
+"""The standalone generation backend: SD1.5 + ControlNet single files through diffusers.
+
+Models are loaded once into a `ModelCache` owned by whoever creates the backend (the studio, the
+CLI, a test); a user's LoRA is applied to the loaded modules for one request and removed after,
+so switching users never reloads the base model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from easyphoto_core.pipeline.backend import (
+    CONTROLNET_MODELS,
+    BaseModelMismatchError,
+    InpaintRequest,
+    LoraRef,
+    MissingModelError,
+    StepCallback,
+)
+from easyphoto_core.pipeline.sampler import (
+    ControlInput,
+    GraphCache,
+    InpaintSpec,
+    LatentInpainter,
+)
+
+CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt")
+
+
+@dataclass
+class ModelCache:
+    """Loaded components by file: the SD checkpoint, ControlNets and LoRA tensors."""
+
+    device: torch.device
+    dtype: torch.dtype
+    checkpoints: dict[Path, Any] = field(default_factory=dict)
+    controlnets: dict[Path, Any] = field(default_factory=dict)
+    loras: dict[tuple[Path, float], Any] = field(default_factory=dict)  # (path, mtime)
+    graphs: GraphCache = field(default_factory=GraphCache)
+
+    def checkpoint(self, path: Path) -> Any:
+        from easyphoto_core.sd.loading import load_sd15_checkpoint
+
+        if path not in self.checkpoints:
+            self.checkpoints.clear()  # one base model at a time: they are large
+            self.graphs.graphs.clear()
+            self.checkpoints[path] = load_sd15_checkpoint(path, device=self.device,
+                                                          dtype=self.dtype)
+        return self.checkpoints[path]
+
+    def controlnet(self, path: Path) -> Any:
+        from easyphoto_core.sd.loading import load_controlnet
+
+        if path not in self.controlnets:
+            self.controlnets[path] = load_controlnet(path, device=self.device, dtype=self.dtype)
+        return self.controlnets[path]
+
+    def lora(self, path: Path) -> Any:
+        from easyphoto_core.lora_format import load_lora
+
+        key = (path, path.stat().st_mtime)
+        if key not in self.loras:
+            self.loras = {k: v for k, v in self.loras.items() if k[0] != path}  # stale versions
+            self.loras[key] = load_lora(path)
+        return self.loras[key]
+
+
+def find_controlnet(stem: str, folders: list[Path]) -> Path | None:
+    """The file for `stem`: exact stem first, else the shortest stem that starts with it
+    (e.g. control_v11p_sd15_canny_fp16), as sd-webui-controlnet matches names."""
+    candidates = [p for folder in folders if folder.is_dir() for p in folder.rglob("*")
+                  if p.suffix in CONTROLNET_SUFFIXES and p.stem.startswith(stem)]
+    if not candidates:
+        return None
+    exact = [p for p in candidates if p.stem == stem]
+    return (exact or sorted(candidates, key=lambda p: len(p.stem)))[0]
+
+
+class DiffusersBackend:
+    name = "diffusers"
+
+    def __init__(self, *, base_model: Path, controlnet_dirs: list[Path], cache: ModelCache
+                 ) -> None:
+        self.base_model = Path(base_model)
+        self.controlnet_dirs = [Path(d) for d in controlnet_dirs]
+        self.cache = cache
+
+    def controlnet_path(self, kind: str) -> Path:
+        stem = CONTROLNET_MODELS[kind]
+        path = find_controlnet(stem, self.controlnet_dirs)
+        if path is None:
+            folders = ", ".join(str(d) for d in self.controlnet_dirs) or "(none configured)"
+            raise MissingModelError(
+                f"ControlNet model {stem} (needed for {kind}) is missing: put {stem}.safetensors "
+                f"(or {stem}_fp16.safetensors) into {folders}, or run "
+                f"`python -m easyphoto_core download {stem}`.")
+        return path
+
+    def check_controls(self, kinds: set[str]) -> None:
+        for kind in sorted(kinds):
+            self.controlnet_path(kind)
+
+    def check_lora(self, lora: LoraRef) -> None:
+        if not lora.path.is_file():
+            raise MissingModelError(f"LoRA {lora.name} not found at {lora.path}: train it first.")
+        lora_file = self.cache.lora(lora.path)
+        base = lora_file.metadata.get("ss_base_model_version", "sd_v1")
+        if not base.startswith("sd_v1"):
+            raise BaseModelMismatchError(
+                f"LoRA {lora.name} was trained on {base}, but EasyPhoto generates with an SD1.5 "
+                "model: retrain it on an SD1.5 checkpoint.")
+
+    def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
+                interrupt: Callable[[], bool] | None = None) -> np.ndarray:
+        components = self.cache.checkpoint(self.base_model)
+        controls = tuple(
+            ControlInput(self.cache.controlnet(self.controlnet_path(c.kind)), c.image, c.weight)
+            for c in request.controls)
+        spec = InpaintSpec(image=request.image, mask=request.mask, prompt=request.prompt,
+                           negative_prompt=request.negative_prompt, steps=request.steps,
+                           denoise=request.denoise, cfg_scale=request.cfg_scale,
+                           seed=request.seed, controls=controls)
+        inpainter = LatentInpainter(components, device=self.cache.device, dtype=self.cache.dtype,
+                                    graph_cache=self.cache.graphs)
+        merged = self._apply_lora(components, request.lora)
+        try:
+            return inpainter(spec, callback=callback, interrupt=interrupt)
+        finally:
+            if merged is not None:
+                merged.restore()  # the next request (another user) starts from the base model
+
+    def _apply_lora(self, components: Any, lora: LoraRef | None) -> Any:
+        if lora is None:
+            return None
+        from easyphoto_core.lora_layers import merge_lora_in_place
+
+        self.check_lora(lora)
+        try:
+            return merge_lora_in_place(components.unet, components.text_encoder,
+                                       self.cache.lora(lora.path).modules, lora.weight)
+        except (ValueError, RuntimeError) as error:
+            raise BaseModelMismatchError(
+                f"LoRA {lora.name} ({lora.path}) does not fit the base model "
+                f"{self.base_model.name}: {error}") from None
