@@ -62,12 +62,19 @@ class ModelCache:
         return self.controlnets[path]
 
     def lora(self, path: Path) -> Any:
+        """The LoRA file, its factors moved to the device once (not on every request)."""
+        import dataclasses
+
         from easyphoto_core.lora_format import load_lora
 
         key = (path, path.stat().st_mtime)
         if key not in self.loras:
             self.loras = {k: v for k, v in self.loras.items() if k[0] != path}  # stale versions
-            self.loras[key] = load_lora(path)
+            lora = load_lora(path)
+            modules = {name: dataclasses.replace(module, down=module.down.to(self.device),
+                                                 up=module.up.to(self.device))
+                       for name, module in lora.modules.items()}
+            self.loras[key] = dataclasses.replace(lora, modules=modules)
         return self.loras[key]
 
 
