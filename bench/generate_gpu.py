@@ -183,6 +183,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--portraits", type=int, default=5)
+    parser.add_argument("--nchw", action="store_true", help="keep the default memory layout")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -190,7 +191,8 @@ def main() -> None:
         lora = LoraRef("easyphoto_bench", make_lora(Path(tmp) / "lora.safetensors",
                                                     files.checkpoint), 0.9)
         print(f"random SD1.5 + 3 ControlNets + LoRA written in {time.perf_counter() - t0:.1f} s")
-        cache = ModelCache(device=torch.device("cuda"), dtype=torch.float16)
+        cache = ModelCache(device=torch.device("cuda"), dtype=torch.float16,
+                           channels_last=not args.nchw)
         backend = DiffusersBackend(base_model=files.checkpoint, controlnet_dirs=[Path(tmp)],
                                    cache=cache)
         ours = run_ours(backend, lora, args.portraits)

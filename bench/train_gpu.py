@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--mode", choices=MODES)
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
     args = parser.parse_args()
     if args.mode:  # child process: one configuration
         checkpoint, dataset = args.work / "models/sd15-random.safetensors", args.work / "dataset"
@@ -214,7 +215,7 @@ def main() -> None:
         print(f"random SD1.5 weights + {args.photos} photos written in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         results = {}
-        for mode in MODES:
+        for mode in args.modes.split(","):
             command = [sys.executable, __file__, "--mode", mode, "--work", str(work),
                        "--steps", str(args.steps), "--reference-steps", str(args.reference_steps)]
             output = subprocess.run(command, capture_output=True, text=True)
