@@ -65,8 +65,6 @@ def load_training_models(job: TrainJob, *, device: torch.device, dtype: torch.dt
     if job.params.low_vram:
         enable_checkpointing(components.unet)
         components.unet.train()  # older diffusers checkpoint only in train mode; no dropout here
-    if device.type == "cuda":  # NHWC: cuDNN's faster half-precision convolutions
-        components.unet.to(memory_format=torch.channels_last)
     network = inject_lora(components.unet, components.text_encoder, rank=job.params.rank,
                           alpha=job.params.network_alpha, unet_targets=UNET_TARGETS,
                           te_targets=TEXT_ENCODER_TARGETS)
