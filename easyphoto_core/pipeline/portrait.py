@@ -1,0 +1,300 @@
+"""The portrait pipeline: paint trained users into the faces of a template photo.
+
+Read it like a diffusers pipeline: components are passed in (a GenerationBackend, the face
+models, the workspace), `check_inputs` refuses bad requests with a message saying what to do,
+and `__call__` runs the numbered steps of DESIGN.md §1.2 for each face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from easyphoto_core.params import GenerateParams
+from easyphoto_core.pipeline import stages
+from easyphoto_core.pipeline.backend import (
+    ControlSpec,
+    GenerationBackend,
+    InpaintRequest,
+    LoraRef,
+    MissingModelError,
+)
+from easyphoto_core.pipeline.sampler import Interrupted
+from easyphoto_core.workspace import Workspace
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+SEAM_DENOISE = 0.2  # the seam pass only evens out the band where pasted faces meet the photo
+SEAM_STEPS = 20
+# background faces smaller than this x the largest face do not take a user's slot
+MIN_RELATIVE_FACE_SIZE = 0.3
+
+
+class UnknownUserError(MissingModelError):
+    """A user id with no trained LoRA in the workspace."""
+
+
+@dataclass(frozen=True)
+class UserAssets:
+    user_id: str
+    lora: LoraRef
+    reference: np.ndarray  # the reference photo (face fusion source)
+    reference_face: stages.LocatedFace
+    face_id: np.ndarray  # the best validation image (replace image source)
+    face_id_face: stages.LocatedFace
+    embeddings: np.ndarray | None  # the training faces, for scoring
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    user_id: str
+    box: tuple[int, int, int, int]  # the face's crop box in the template
+    identity: stages.IdentityScore | None  # None when no face is found in the output
+
+
+@dataclass
+class PortraitResult:
+    image: np.ndarray  # the template's size
+    faces: list[FaceResult]
+    intermediates: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class PortraitPipeline:
+    def __init__(self, *, backend: GenerationBackend, face_models: Any,
+                 workspace: Workspace) -> None:
+        self.backend, self.face_models, self.workspace = backend, face_models, workspace
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def check_inputs(self, template: np.ndarray, user_ids: Sequence[str],
+                     params: GenerateParams) -> list[stages.TemplateFace]:
+        """Pair the template's faces with the users; raise a clear error for anything missing."""
+        if template.ndim != 3 or template.shape[2] != 3 or template.dtype != np.uint8:
+            raise ValueError("the template must be an RGB image (H x W x 3, uint8)")
+        for user_id in user_ids:
+            files = self.workspace.user(user_id)  # validates the id
+            if not files.lora_file.is_file():
+                raise UnknownUserError(
+                    f"user id {user_id!r} has no trained LoRA in {self.workspace.root}: train "
+                    f"it first (expected {files.lora_file}).")
+        faces = stages.locate_faces(template, detector=self.face_models.detector,
+                                    landmarks=self.face_models.landmarks,
+                                    min_relative_size=MIN_RELATIVE_FACE_SIZE)
+        paired = stages.pair_faces_with_users(faces, list(user_ids))
+        self.backend.check_controls(self.control_kinds(params))
+        for user_id in user_ids:
+            self.backend.check_lora(self.lora_ref(user_id, params))
+        return paired
+
+    @staticmethod
+    def control_kinds(params: GenerateParams) -> set[str]:
+        kinds = {"canny", "openpose", "tile"}
+        return kinds | {"color"} if params.color_control else kinds
+
+    def lora_ref(self, user_id: str, params: GenerateParams) -> LoraRef:
+        files = self.workspace.user(user_id)
+        return LoraRef(files.lora_name, files.lora_file, params.lora_weight)
+
+    def load_user(self, user_id: str, params: GenerateParams) -> UserAssets:
+        files = self.workspace.user(user_id)
+        reference = _read_rgb(files.reference_photo)
+        face_id = _read_rgb(files.face_id_image) if files.face_id_image.is_file() else reference
+        embeddings_file = files.dataset_dir / "embeddings.npy"
+        locate = {"detector": self.face_models.detector, "landmarks": self.face_models.landmarks}
+        return UserAssets(
+            user_id=user_id, lora=self.lora_ref(user_id, params), reference=reference,
+            reference_face=stages.locate_main_face(reference, what=f"{user_id}'s reference photo",
+                                                   **locate),
+            face_id=face_id,
+            face_id_face=stages.locate_main_face(face_id, what=f"{user_id}'s face-id image",
+                                                 **locate),
+            embeddings=np.load(embeddings_file) if embeddings_file.is_file() else None)
+
+    # --- the pipeline -------------------------------------------------------------------------
+
+    def __call__(self, template: np.ndarray, user_ids: Sequence[str], params: GenerateParams, *,
+                 callback: ProgressCallback | None = None,
+                 interrupt: Callable[[], bool] | None = None,
+                 return_intermediates: bool = False) -> PortraitResult:
+        run = _Run(self, params, callback, interrupt, return_intermediates)
+        # 1. faces left to right, paired with the user ids; every file checked up front
+        paired = self.check_inputs(template, user_ids, params)
+        users = {uid: self.load_user(uid, params) for uid in dict.fromkeys(user_ids)}
+        pieces, faces = [], []
+        for number, slot in enumerate(p for p in paired if p.user_id is not None):
+            # 2.-8. crop, fuse, controls, two diffusions, colour: one painted crop per face
+            crop, image, weight = run.paint_face(template, slot.face, users[slot.user_id],
+                                                 seed=run.seed + number, number=number)
+            pieces.append(stages.PastePiece(image=image, crop=crop, weight=weight))
+            faces.append((slot.user_id, crop))
+        # 9. paste back with feathered masks; a light seam pass when several people meet
+        pasted = stages.paste_faces(template, pieces)
+        run.note("paste_weight", pasted.weight)
+        result = run.seam_pass(pasted) if len(pieces) > 1 else pasted.image
+        if params.background_restore:  # a light pass over everything but the faces
+            result = run.light_pass(result, pasted.weight <= 0, "background restore",
+                                    denoise=params.background_restore_denoising)
+        # 10. how much each output face looks like its user
+        scored = [FaceResult(uid, crop.box, self._score(result, crop, users[uid]))
+                  for uid, crop in faces]
+        return PortraitResult(result, scored, run.intermediates)
+
+    def _score(self, image: np.ndarray, crop: stages.FaceCrop,
+               user: UserAssets) -> stages.IdentityScore | None:
+        if user.embeddings is None:
+            return None
+        template_face = crop.face.transformed(crop.inverse_matrix)
+        try:
+            return stages.identity_score(image, user.embeddings, embedder=self.face_models.embedder,
+                                         face=template_face.detection,
+                                         detector=self.face_models.detector)
+        except ValueError:
+            return None
+
+
+class _Run:
+    """State of one __call__: params, seed, callbacks and the intermediates kept."""
+
+    def __init__(self, pipeline: PortraitPipeline, params: GenerateParams,
+                 callback: ProgressCallback | None, interrupt: Callable[[], bool] | None,
+                 keep: bool) -> None:
+        self.pipeline, self.params = pipeline, params
+        self.callback, self.interrupt, self.keep = callback, interrupt, keep
+        self.seed = params.seed if params.seed >= 0 else int(np.random.default_rng().integers(2**31))
+        self.intermediates: dict[str, np.ndarray] = {}
+
+    def note(self, name: str, image: np.ndarray) -> None:
+        if self.keep:
+            self.intermediates[name] = image
+
+    def check_interrupt(self, stage: str) -> None:
+        if self.interrupt is not None and self.interrupt():
+            raise Interrupted(f"interrupted before {stage}")
+
+    def inpaint(self, stage: str, **request: Any) -> np.ndarray:
+        self.check_interrupt(stage)
+
+        def report(done: int, total: int) -> None:
+            if self.callback is not None:
+                self.callback({"stage": stage, "step": done, "total": total})
+
+        params = self.params
+        return self.pipeline.backend.inpaint(
+            InpaintRequest(prompt=params.prompt, negative_prompt=params.negative_prompt,
+                           cfg_scale=params.cfg_scale, **request),
+            callback=report, interrupt=self.interrupt)
+
+    def paint_face(self, template: np.ndarray, face: stages.LocatedFace, user: UserAssets, *,
+                   seed: int, number: int) -> tuple[stages.FaceCrop, np.ndarray, np.ndarray]:
+        params = self.params
+        # 2. the face's neighbourhood, short side = first diffusion resolution
+        crop = stages.crop_face(template, face, short_side=params.first_diffusion_resolution)
+        masks = stages.face_masks(crop.image.shape[:2], crop.face, dilation=params.mask_dilation)
+        # 3. face fusion before: the user's reference face blended into the template face
+        fused = crop.image
+        if params.apply_face_fusion_before:
+            fused = stages.fuse_face(crop.image, crop.face, user.reference, user.reference_face,
+                                     ratio=params.face_fusion_ratio_before).image
+        # 4.-5. the replace image (face-id face on the template) and the control images
+        replace = stages.replace_face(crop.image, crop.face, user.face_id, user.face_id_face)
+        controls = stages.control_images(fused, replace.source_face, body=self._body(replace),
+                                         with_color=params.color_control)
+        # 6. first diffusion: the dilated face mask, the user's LoRA, canny + openpose (+ colour)
+        first = self.inpaint(f"face {number + 1}: first diffusion", image=fused, mask=masks.face,
+                             steps=params.first_diffusion_steps,
+                             denoise=params.first_denoising_strength, seed=seed,
+                             controls=self._first_controls(controls), lora=user.lora)
+        # 7. colour toward the template face, then face fusion after
+        if params.color_shift_middle:
+            first = stages.color_shift(first, crop.image, mask=masks.face)
+        if params.apply_face_fusion_after:
+            first = stages.fuse_face(first, crop.face, user.reference, user.reference_face,
+                                     ratio=params.face_fusion_ratio_after).image
+        # 8. second diffusion: the ring around the face + eyes and lips, canny + tile
+        second, weight = self._second_diffusion(first, crop, masks, user, seed=seed,
+                                                number=number)
+        self._keep(number, crop=crop.image, fused=fused, replace=replace.image,
+                   canny=controls.canny, openpose=controls.openpose, mask=masks.face,
+                   first=first, second=second)
+        return crop, second, weight
+
+    def _body(self, replace: stages.FusionResult) -> Any:
+        pose = getattr(self.pipeline.face_models, "pose", None)
+        return pose.pose(replace.image) if pose is not None else None
+
+    def _first_controls(self, controls: stages.ControlImages) -> tuple[ControlSpec, ...]:
+        params = self.params
+        chosen = [ControlSpec("canny", controls.canny, params.canny_weight),
+                  ControlSpec("openpose", controls.openpose, params.openpose_weight)]
+        if controls.color is not None:
+            chosen.append(ControlSpec("color", controls.color, params.color_weight))
+        return tuple(chosen)
+
+    def _second_diffusion(self, image: np.ndarray, crop: stages.FaceCrop,
+                          masks: stages.FaceMasks, user: UserAssets, *, seed: int,
+                          number: int) -> tuple[np.ndarray, np.ndarray]:
+        params = self.params
+        mask = np.maximum.reduce([masks.ring, masks.eyes, masks.lips])
+        reference, weight = crop.image, masks.paste_weight
+        if params.high_resolution:  # the second pass at a larger size, pasted back scaled
+            size = _multiple_of_8(image.shape[1] * params.high_resolution_scale,
+                                  image.shape[0] * params.high_resolution_scale)
+            image, reference = _resize(image, size), _resize(crop.image, size)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+            weight = cv2.resize(weight, size, interpolation=cv2.INTER_LINEAR)
+        controls = (ControlSpec("canny", stages.canny_control(image), params.second_canny_weight),
+                    ControlSpec("tile", stages.tile_control(image), params.tile_weight))
+        second = self.inpaint(f"face {number + 1}: second diffusion", image=image, mask=mask,
+                              steps=params.second_diffusion_steps,
+                              denoise=params.second_denoising_strength, seed=seed + 1000,
+                              controls=controls, lora=user.lora)
+        if params.color_shift_last:
+            face_mask = cv2.resize(masks.face, (image.shape[1], image.shape[0]),
+                                   interpolation=cv2.INTER_NEAREST)
+            second = stages.color_shift(second, reference, mask=face_mask)
+        return second, weight
+
+    def _keep(self, number: int, **images: np.ndarray) -> None:
+        for name, image in images.items():
+            self.note(f"face{number + 1}_{name}", image)
+
+    def seam_pass(self, pasted: stages.PasteResult) -> np.ndarray:
+        """Inpaint the band where pasted faces meet the photo, lightly, keeping all else."""
+        band = stages.seam_mask(pasted.weight) > 0
+        self.note("seam_mask", band.astype(np.uint8) * 255)
+        return self.light_pass(pasted.image, band, "seam pass", denoise=SEAM_DENOISE)
+
+    def light_pass(self, image: np.ndarray, region: np.ndarray, stage: str, *,
+                   denoise: float) -> np.ndarray:
+        """A low-denoise inpaint of `region` (bool) over the whole image, canny-guided, no LoRA;
+        pixels outside `region` are returned unchanged."""
+        padded, (height, width) = _pad_to_multiple_of_8(image), image.shape[:2]
+        mask = _pad_to_multiple_of_8(region.astype(np.uint8)[..., None] * 255)[..., 0]
+        repaired = self.inpaint(stage, image=padded, mask=mask, steps=SEAM_STEPS,
+                                denoise=denoise, seed=self.seed + 2000,
+                                controls=(ControlSpec("canny", stages.canny_control(padded),
+                                                      self.params.second_canny_weight),))
+        return np.where(region[..., None], repaired[:height, :width], image)
+
+
+def _read_rgb(path: Any) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _multiple_of_8(width: float, height: float) -> tuple[int, int]:
+    return max(8, int(round(width / 8)) * 8), max(8, int(round(height / 8)) * 8)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4)
+
+
+def _pad_to_multiple_of_8(image: np.ndarray) -> np.ndarray:
+    """Edge-padded at the bottom/right so both sides are multiples of 8 (crop back after)."""
+    height, width = image.shape[:2]
+    return np.pad(image, ((0, -height % 8), (0, -width % 8), (0, 0)), mode="edge")
