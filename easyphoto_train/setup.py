@@ -58,8 +58,6 @@ def load_training_models(job: TrainJob, *, device: torch.device, dtype: torch.dt
     from easyphoto_core.lora_layers import inject_lora
     from easyphoto_core.sd.loading import load_sd15_checkpoint
 
-    if device.type == "cuda":  # one input shape for the whole run: time cuDNN's algorithms once
-        torch.backends.cudnn.benchmark = True
     components = load_sd15_checkpoint(job.base_model, device=device, dtype=dtype)
     for module in (components.unet, components.text_encoder, components.vae):
         module.requires_grad_(False)

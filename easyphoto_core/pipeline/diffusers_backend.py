@@ -49,10 +49,6 @@ class ModelCache:
     def checkpoint(self, path: Path) -> Any:
         from easyphoto_core.sd.loading import load_sd15_checkpoint
 
-        if self.device.type == "cuda":
-            # shapes repeat (a few crop sizes): let cuDNN time its algorithms once per shape
-            torch.backends.cudnn.benchmark = True
-
         if path not in self.checkpoints:
             self.checkpoints.clear()  # one base model at a time: they are large
             self.graphs.graphs.clear()
