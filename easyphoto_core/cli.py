@@ -17,10 +17,11 @@ from easyphoto_core.weights import WeightsError
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already says what is wrong and what to do: no traceback."""
+    from easyphoto_core.faces.base import FaceModelError
     from easyphoto_core.preprocess import PreprocessError
     from easyphoto_core.training.runner import TrainingFailed
 
-    return (ValueError, OSError, WeightsError, PreprocessError, TrainingFailed)
+    return (ValueError, OSError, WeightsError, PreprocessError, TrainingFailed, FaceModelError)
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -53,11 +54,11 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _face_models(args: argparse.Namespace):
+def _face_models(args: argparse.Namespace, *, load_pose: bool = False):
     from easyphoto_core.faces.chooser import FaceModels
     from easyphoto_core.weights import WeightPaths
 
-    return FaceModels.load(WeightPaths.standalone(root=args.weights_dir))
+    return FaceModels.load(WeightPaths.standalone(root=args.weights_dir), load_pose=load_pose)
 
 
 def _preprocess(args: argparse.Namespace, params):
@@ -121,6 +122,100 @@ def _progress_bar():
         bar.close()
 
 
+def parse_param_overrides(pairs: list[str], model) -> dict:
+    """`--param name=value` pairs, typed by the params model (its fields are the CLI's flags)."""
+    from easyphoto_core.params import field_specs
+
+    specs, values = field_specs(model), {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or name not in specs:
+            raise ValueError(f"--param {pair!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(sorted(specs))}")
+        kind = specs[name]["type"]
+        if kind == "boolean":
+            values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif kind in ("integer", "number"):
+            values[name] = int(raw) if kind == "integer" else float(raw)
+        else:
+            values[name] = raw
+    return values
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from easyphoto_core.params import GenerateParams, parse_params
+
+    overrides = parse_param_overrides(args.param, GenerateParams)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    params = parse_params(GenerateParams, overrides)
+    template = _read_template(Path(args.template))
+    with _face_models(args, load_pose=True) as face_models:
+        pipeline = _portrait_pipeline(args, face_models)
+        with _stage_progress() as on_progress:
+            result = pipeline(template, args.user_id, params, callback=on_progress)
+    _save_portrait(Path(args.out), result.image, params)
+    print(f"portrait: {args.out}")
+    for face in result.faces:
+        score = "no face found" if face.identity is None else f"{face.identity.score:.2f}"
+        print(f"  {face.user_id}: identity score {score}")
+    return 0
+
+
+def _read_template(path: Path):
+    from easyphoto_core.images import DecodeLimits, decode_image, read_limited
+
+    limits = DecodeLimits()  # the same size, pixel and format checks as uploaded photos
+    return decode_image(read_limited(path, limits), limits=limits).rgb
+
+
+def _portrait_pipeline(args: argparse.Namespace, face_models):
+    import torch
+
+    from easyphoto_core.pipeline.diffusers_backend import DiffusersBackend, ModelCache
+    from easyphoto_core.pipeline.portrait import PortraitPipeline
+    from easyphoto_core.workspace import Workspace, default_workspace_root
+
+    device = torch.device(args.device if args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    cache = ModelCache(device=device,
+                       dtype=torch.float16 if device.type == "cuda" else torch.float32)
+    backend = DiffusersBackend(base_model=Path(args.base_model),
+                               controlnet_dirs=[Path(d) for d in args.controlnet_dir], cache=cache)
+    workspace = Workspace(args.workspace or default_workspace_root())
+    return PortraitPipeline(backend=backend, face_models=face_models, workspace=workspace)
+
+
+def _save_portrait(path: Path, image, params) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from easyphoto_core.params import infotext
+    from easyphoto_core.workspace import atomic_save_with
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in infotext(params).items()))
+    atomic_save_with(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG",
+                                                                   pnginfo=info))
+
+
+@contextlib.contextmanager
+def _stage_progress():
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="step", dynamic_ncols=True)
+
+    def on_progress(event: dict) -> None:
+        if event["step"] == 1:
+            bar.reset(total=event["total"])
+            bar.set_description(event["stage"])
+        bar.update(event["step"] - bar.n)
+
+    try:
+        yield on_progress
+    finally:
+        bar.close()
+
+
 def _add_photo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user-id", required=True, help="1-64 letters, digits, _ or -")
     parser.add_argument("--workspace", help="default: $EASYPHOTO_WORKSPACE or "
@@ -163,6 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lora-dir", action="append", default=[],
                        help="also copy the LoRA here (e.g. the WebUI's models/Lora)")
     train.set_defaults(run=cmd_train)
+
+    generate = commands.add_parser("generate", help="paint trained users into a template photo")
+    generate.add_argument("--user-id", action="append", required=True,
+                          help="one per face, left to right (repeat for several people)")
+    generate.add_argument("--template", required=True, help="the template photo")
+    generate.add_argument("--base-model", required=True, help="SD1.5 single-file checkpoint")
+    generate.add_argument("--controlnet-dir", action="append", required=True,
+                          help="folder with the ControlNet 1.1 canny/openpose/tile files")
+    generate.add_argument("--workspace", help="default: $EASYPHOTO_WORKSPACE or "
+                          "./easyphoto_workspace")
+    generate.add_argument("--weights-dir", help="downloaded weights (default: weights/)")
+    generate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    generate.add_argument("--seed", type=int, help="default: random")
+    generate.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="any generation parameter, e.g. lora_weight=0.8")
+    generate.add_argument("--out", required=True, help="output PNG")
+    generate.set_defaults(run=cmd_generate)
     return parser
 
 
