@@ -83,6 +83,9 @@ def run_ours(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict:
               "full_run_s": round(total + steady * max(0, 800 - timed), 1),
               "loss_first": losses[0], "loss_last": losses[-1],
               "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    graph_step = getattr(stepper, "graph_step", None)
+    if graph_step is not None:
+        result.update({k: round(v, 2) for k, v in graph_step.timings.items()})
     if mode == "ours":
         result["validation_s"] = round(_validation_seconds(components, device, dtype), 2)
         result["full_run_with_8_validations_s"] = round(

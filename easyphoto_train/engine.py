@@ -7,6 +7,7 @@ are drawn there), so the same step can later be captured in a CUDA graph.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,14 +146,23 @@ class CudaGraphStep:
         self.warmups_left = warmup_steps
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_loss: torch.Tensor | None = None
+        self.timings: dict[str, float] = {}  # capture / first replay seconds, for benchmarks
 
     def step(self) -> float:
         if self.warmups_left > 0:
             self.warmups_left -= 1
             return self._eager_step_on_side_stream()
         if self.graph is None:
+            started = time.perf_counter()
             self._capture()
-        self.graph.replay()
+            torch.cuda.synchronize()
+            self.timings["capture_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            self.graph.replay()
+            torch.cuda.synchronize()
+            self.timings["first_replay_s"] = time.perf_counter() - started
+        else:
+            self.graph.replay()
         self.loop.step_count += 1
         loss = float(self.static_loss)
         if not math.isfinite(loss):
