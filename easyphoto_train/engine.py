@@ -133,57 +133,61 @@ class CudaGraphStep:
     once in a CUDA graph and replayed: the per-step cost is then the GPU's, not the Python
     launch overhead of ~2,000 kernels (which dominates eager SD1.5 LoRA training on a fast GPU).
 
-    Every `step()` call is one optimizer step: the first few run eagerly on a side stream (so
-    cuDNN/cuBLAS settle and AdamW allocates its state, as torch's docs prescribe), the next one
-    captures the graph and replays it. Needs CUDA and one micro-batch per step; AdamW is built
-    capturable by the loop on CUDA.
+    Built at start-up: AdamW's state is created up front (zeros, as its first step would), a
+    few forward/backward passes on a side stream load the CUDA kernels and let cuBLAS/cuDNN
+    settle without updating any weight, then the step is captured. Every `step()` is then one
+    replay = one optimizer step. Needs CUDA, one micro-batch per step and capturable AdamW.
     """
 
-    def __init__(self, loop: LoRATrainingLoop, *, warmup_steps: int = 3) -> None:
+    def __init__(self, loop: LoRATrainingLoop, *, warmup_passes: int = 3) -> None:
         if loop.accumulation != 1 or loop.models.device.type != "cuda":
             raise ValueError("CUDA graph steps need CUDA and one micro-batch per step")
         self.loop = loop
-        self.warmups_left = warmup_steps
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.static_loss: torch.Tensor | None = None
-        self.timings: dict[str, float] = {}  # capture / first replay seconds, for benchmarks
+        self.timings: dict[str, float] = {}  # warm-up and capture seconds, for benchmarks
+        started = time.perf_counter()
+        _initialise_adam_state(loop.optimizer)
+        self._warm_up(warmup_passes)
+        self.timings["warmup_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self.graph = torch.cuda.CUDAGraph()
+        # our sampling generator is not the default one: the graph must advance its offsets
+        self.graph.register_generator_state(loop.generator)
+        loop.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.static_loss = loop._micro_step_loss()
+            self.static_loss.backward()
+            loop.optimizer.step()
+        torch.cuda.synchronize()
+        self.timings["capture_s"] = time.perf_counter() - started
+
+    def _warm_up(self, passes: int) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(passes):
+                self.loop._micro_step_loss().backward()
+                self.loop.optimizer.zero_grad(set_to_none=True)  # no weight changes
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
 
     def step(self) -> float:
-        if self.warmups_left > 0:
-            self.warmups_left -= 1
-            return self._eager_step_on_side_stream()
-        if self.graph is None:
-            started = time.perf_counter()
-            self._capture()
-            torch.cuda.synchronize()
-            self.timings["capture_s"] = time.perf_counter() - started
-            started = time.perf_counter()
-            self.graph.replay()
-            torch.cuda.synchronize()
-            self.timings["first_replay_s"] = time.perf_counter() - started
-        else:
-            self.graph.replay()
+        self.graph.replay()
         self.loop.step_count += 1
         loss = float(self.static_loss)
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.loop.step_count}")
         return loss
 
-    def _eager_step_on_side_stream(self) -> float:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            loss = self.loop.step()
-        torch.cuda.current_stream().wait_stream(side)
-        return loss
 
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        # our sampling generator is not the default one: the graph must advance its offsets
-        graph.register_generator_state(self.loop.generator)
-        self.loop.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            self.static_loss = self.loop._micro_step_loss()
-            self.static_loss.backward()
-            self.loop.optimizer.step()
-        self.graph = graph
+def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's per-parameter state as its first step creates it (unless resumed): zero moments
+    and a step counter on the device, so that capture records no allocation of state."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if optimizer.state.get(parameter):
+                continue
+            optimizer.state[parameter] = {
+                "step": torch.zeros((), dtype=torch.float32, device=parameter.device),
+                "exp_avg": torch.zeros_like(parameter, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(parameter, memory_format=torch.preserve_format),
+            }

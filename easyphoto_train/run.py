@@ -57,10 +57,10 @@ def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Pat
                             micro_batch=micro_batch_size(job.params, device), seed=job.params.seed)
     state = _prepare_state(job, loop, images.shape[0])
     validator = _validator(job, components, events, device=device, dtype=dtype)
+    stepper = make_stepper(loop, events)  # on CUDA: warm-up + graph capture, part of start-up
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
                 startup_seconds=round(time.perf_counter() - started, 2))
-    stepper = make_stepper(loop, events)
     _optimise(job, loop, state, events, cancel, validator, stepper)
     return finish_run(job, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,
@@ -101,29 +101,15 @@ def make_stepper(loop: LoRATrainingLoop, events: EventWriter):
         return loop
     from easyphoto_train.engine import CudaGraphStep
 
-    return _GraphWithFallback(CudaGraphStep(loop), loop, events)
-
-
-class _GraphWithFallback:
-    """Replays the graph; if capturing fails (an op that cannot be captured), says so once
-    and goes on eagerly, which is slower but trains the same."""
-
-    def __init__(self, graph_step, loop: LoRATrainingLoop, events: EventWriter) -> None:
-        self.graph_step, self.loop, self.events = graph_step, loop, events
-
-    def step(self) -> float:
-        if self.graph_step is None:
-            return self.loop.step()
-        try:
-            return self.graph_step.step()
-        except RuntimeError as error:
-            if self.graph_step.graph is not None or "captur" not in str(error).lower():
-                raise
-            self.events.emit("note", message=f"CUDA graph capture failed ({error}); "
-                             "training continues without it")
-            self.graph_step = None
-            self.loop.optimizer.zero_grad(set_to_none=True)
-            return self.loop.step()
+    try:
+        return CudaGraphStep(loop)
+    except RuntimeError as error:  # an op that cannot be captured: slower, same training
+        if "captur" not in str(error).lower():
+            raise
+        events.emit("note", message=f"CUDA graph capture failed ({error}); training continues "
+                    "without it")
+        loop.optimizer.zero_grad(set_to_none=True)
+        return loop
 
 
 VALIDATIONS_FILE = "validations.json"
