@@ -11,11 +11,11 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LORA_PREFIX = "easyphoto_"
@@ -132,30 +132,8 @@ def default_workspace_root() -> Path:
 # --- atomic writes ------------------------------------------------------------------------------
 
 
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temp file beside `path`; on success fsync and rename it over `path`.
-
-    On any exception the temp file is removed and `path` keeps its old content.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.chmod(tmp_name, FILE_MODE)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        _remove_quietly(tmp_name)
-        raise
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_write(path) as handle:
-        handle.write(data)
+    atomic_save_with(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
@@ -164,7 +142,9 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
 
 
 def atomic_save_with(path: str | os.PathLike[str], save: Callable[[Path], None]) -> None:
-    """Atomic write for libraries that save to a path (safetensors, PIL): `save(tmp_path)`."""
+    """Write `path` atomically through `save(tmp_path)` (our bytes, safetensors, PIL...): the temp
+    file sits beside `path`, is fsynced and renamed over it; on any error it is removed and
+    `path` keeps its old content."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from easyphoto_core.lora_format import save_lora
 from easyphoto_core.workspace import atomic_save_with
 
 CHECKPOINT_PATTERN = re.compile(r"step-(\d{6})\.safetensors")
@@ -54,9 +55,7 @@ def save_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Te
     optimizer_meta["step"] = str(step)
     atomic_save_with(checkpoint.optimizer_path,
                      lambda tmp: save_file(moments, str(tmp), metadata=optimizer_meta))
-    cpu_tensors = {k: v.detach().to("cpu").contiguous() for k, v in lora_tensors.items()}
-    atomic_save_with(checkpoint.lora_path,
-                     lambda tmp: save_file(cpu_tensors, str(tmp), metadata=metadata))
+    save_lora(checkpoint.lora_path, lora_tensors, metadata)  # kohya keys checked, atomic
     return checkpoint
 
 

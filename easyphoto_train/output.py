@@ -66,9 +66,7 @@ def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank
 def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
                validations: dict[int, ValidationRecord], events: EventWriter,
                seconds: float, base_model_hash: str) -> Path:
-    from safetensors.torch import save_file
-
-    from easyphoto_core.lora_format import build_metadata
+    from easyphoto_core.lora_format import build_metadata, save_lora
 
     if not checkpoints:
         raise RuntimeError("training produced no checkpoint")
@@ -82,9 +80,7 @@ def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
         base_model_hash=base_model_hash, steps=max(c.step for c in checkpoints),
         score=selection.score, output_name=lora_name,
     )
-    final = job.output_dir / f"{lora_name}.safetensors"
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_save_with(final, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    final = save_lora(job.output_dir / f"{lora_name}.safetensors", tensors, metadata)
     copies = [_copy_atomically(final, directory) for directory in job.lora_copy_dirs]
     if selection.face_id_source:
         _copy_atomically(Path(selection.face_id_source), job.output_dir, name="face_id.png")
