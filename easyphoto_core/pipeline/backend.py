@@ -75,4 +75,8 @@ class GenerationBackend(Protocol):
 
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:
-        """The repainted image (same size); only the mask's region changes."""
+        """The repainted image (same size); only the mask's region changes. The request's LoRA
+        may stay applied for the next request with the same LoRA, until `release()`."""
+
+    def release(self) -> None:
+        """Leave the base model as it was loaded (no LoRA applied); called after each job."""

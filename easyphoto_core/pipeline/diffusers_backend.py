@@ -54,6 +54,7 @@ class ModelCache:
             self.graphs.graphs.clear()
             components = load_sd15_checkpoint(path, device=self.device, dtype=self.dtype)
             self._layout(components.unet)
+            self._layout(components.vae)
             self.checkpoints[path] = components
         return self.checkpoints[path]
 
@@ -106,6 +107,8 @@ class DiffusersBackend:
         self.base_model = Path(base_model)
         self.controlnet_dirs = [Path(d) for d in controlnet_dirs]
         self.cache = cache
+        # the LoRA merged into the weights now; kept across the passes of one face
+        self._merged: tuple[LoraRef, Any] | None = None
 
     def controlnet_path(self, kind: str) -> Path:
         stem = CONTROLNET_MODELS[kind]
@@ -144,12 +147,26 @@ class DiffusersBackend:
                            seed=request.seed, controls=controls)
         inpainter = LatentInpainter(components, device=self.cache.device, dtype=self.cache.dtype,
                                     graph_cache=self.cache.graphs)
-        merged = self._apply_lora(components, request.lora)
+        self._use_lora(components, request.lora)
         try:
             return inpainter(spec, callback=callback, interrupt=interrupt)
-        finally:
-            if merged is not None:
-                merged.restore()  # the next request (another user) starts from the base model
+        except BaseException:
+            self.release()  # an error leaves the base model as it was
+            raise
+
+    def release(self) -> None:
+        """Take a merged LoRA out of the weights (exactly); the caller's job is finished."""
+        if self._merged is not None:
+            self._merged[1].restore()
+            self._merged = None
+
+    def _use_lora(self, components: Any, lora: LoraRef | None) -> None:
+        """Merge `lora` unless it is the one already merged (both passes of a face share it)."""
+        if self._merged is not None and self._merged[0] == lora:
+            return
+        self.release()
+        if lora is not None:
+            self._merged = (lora, self._apply_lora(components, lora))
 
     def _apply_lora(self, components: Any, lora: LoraRef | None) -> Any:
         if lora is None:

@@ -121,6 +121,13 @@ class PortraitPipeline:
                  interrupt: Callable[[], bool] | None = None,
                  return_intermediates: bool = False) -> PortraitResult:
         run = _Run(self, params, callback, interrupt, return_intermediates)
+        try:
+            return self._paint(run, template, user_ids, params)
+        finally:
+            self.backend.release()  # the base model is shared with other jobs: no LoRA left on
+
+    def _paint(self, run: _Run, template: np.ndarray, user_ids: Sequence[str],
+               params: GenerateParams) -> PortraitResult:
         # 1. faces left to right, paired with the user ids; every file checked up front
         paired = self.check_inputs(template, user_ids, params)
         users = {uid: self.load_user(uid, params) for uid in dict.fromkeys(user_ids)}

@@ -60,8 +60,15 @@ def test_lora_changes_the_face_and_is_removed_after(backend, tiny_files, tmp_pat
     plain = backend.inpaint(request())
     with_lora = backend.inpaint(request(lora=lora))
     assert not np.array_equal(plain, with_lora)
+    # kept merged for the next pass with the same LoRA: same result, no re-merge
+    assert np.array_equal(backend.inpaint(request(lora=lora)), with_lora)
+    backend.release()
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
     assert np.array_equal(backend.inpaint(request()), plain)
+    # a request without the LoRA takes it off by itself
+    backend.inpaint(request(lora=lora))
+    assert np.array_equal(backend.inpaint(request()), plain)
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
 
 
 def test_controls_are_applied(backend):

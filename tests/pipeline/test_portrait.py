@@ -53,8 +53,12 @@ def photo(faces_dir, name) -> np.ndarray:
 
 def test_one_person_keeps_size_and_everything_outside_the_face(studio, faces_dir):
     template = photo(faces_dir, "biden.jpg")
+    unet = studio.backend.cache.checkpoint(studio.backend.base_model).unet
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
     result = studio(template, ["obama"], parse_params(GenerateParams, FAST),
                     return_intermediates=True)
+    # the user's LoRA is off the shared base model once the portrait is done
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
     assert result.image.shape == template.shape
     outside = result.intermediates["paste_weight"] <= 0
     assert outside.mean() > 0.3  # the test means something: much of the photo is outside
