@@ -184,6 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--portraits", type=int, default=5)
     parser.add_argument("--nchw", action="store_true", help="keep the default memory layout")
+    parser.add_argument("--compile", action="store_true", help="torch.compile UNet/ControlNets")
+    parser.add_argument("--skip-stock", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -192,7 +194,7 @@ def main() -> None:
                                                     files.checkpoint), 0.9)
         print(f"random SD1.5 + 3 ControlNets + LoRA written in {time.perf_counter() - t0:.1f} s")
         cache = ModelCache(device=torch.device("cuda"), dtype=torch.float16,
-                           channels_last=not args.nchw)
+                           channels_last=not args.nchw, compile_models=args.compile)
         backend = DiffusersBackend(base_model=files.checkpoint, controlnet_dirs=[Path(tmp)],
                                    cache=cache)
         ours = run_ours(backend, lora, args.portraits)
@@ -201,6 +203,8 @@ def main() -> None:
         components = cache.checkpoint(files.checkpoint)
         controlnets = {k: cache.controlnet(backend.controlnet_path(k))
                        for k in ("canny", "openpose", "tile")}
+        if args.skip_stock:
+            return
         cache.graphs.graphs.clear()
         torch.cuda.empty_cache()
         stock = run_stock(components, controlnets, args.portraits)

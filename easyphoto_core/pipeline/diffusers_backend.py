@@ -45,6 +45,9 @@ class ModelCache:
     graphs: GraphCache = field(default_factory=GraphCache)
     # NHWC lets cuDNN pick its faster fp16 convolution kernels on recent GPUs
     channels_last: bool = True
+    # torch.compile the UNet and ControlNets (fuses their elementwise kernels; compiling takes
+    # minutes per shape on first use, so it is opt-in)
+    compile_models: bool = False
 
     def checkpoint(self, path: Path) -> Any:
         from easyphoto_core.sd.loading import load_sd15_checkpoint
@@ -53,21 +56,26 @@ class ModelCache:
             self.checkpoints.clear()  # one base model at a time: they are large
             self.graphs.graphs.clear()
             components = load_sd15_checkpoint(path, device=self.device, dtype=self.dtype)
-            self._layout(components.unet)
-            self._layout(components.vae)
+            self._prepare(components.unet)
+            self._prepare(components.vae, compile_it=False)  # runs twice per pass: not worth it
             self.checkpoints[path] = components
         return self.checkpoints[path]
 
-    def _layout(self, model: Any) -> Any:
-        if self.channels_last and self.device.type == "cuda":
+    def _prepare(self, model: Any, *, compile_it: bool = True) -> Any:
+        """Memory layout and optional compilation for CUDA; nothing on the CPU."""
+        if self.device.type != "cuda":
+            return model
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.compile_models and compile_it:
+            model.forward = torch.compile(model.forward, dynamic=False)
         return model
 
     def controlnet(self, path: Path) -> Any:
         from easyphoto_core.sd.loading import load_controlnet
 
         if path not in self.controlnets:
-            self.controlnets[path] = self._layout(
+            self.controlnets[path] = self._prepare(
                 load_controlnet(path, device=self.device, dtype=self.dtype))
         return self.controlnets[path]
 
