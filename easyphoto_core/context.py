@@ -1,13 +1,26 @@
-"""What the UI, the API and the CLI share: the workspace, the weight folders, the backend name."""
+"""What the UI, the API and the CLI share: the workspace, the studio's settings, the job queue."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from easyphoto_core import __version__
+from easyphoto_core.jobs import JobManager
 from easyphoto_core.params import GenerateParams, TrainParams, field_specs
 from easyphoto_core.workspace import Workspace
+
+
+@dataclass
+class StudioSettings:
+    """Where the models are and what runs them (standalone flags, or the host's folders)."""
+
+    base_model: Path | None = None  # SD1.5 single file; None = not configured yet
+    controlnet_dirs: list[Path] = field(default_factory=list)
+    lora_copy_dirs: list[Path] = field(default_factory=list)  # e.g. the host's Lora folder
+    weights_dir: Path | None = None  # face models etc. (None = the registry's default)
+    device: str = "auto"
 
 
 @dataclass
@@ -17,12 +30,20 @@ class StudioContext:
     workspace: Workspace
     backend_name: str  # "diffusers" (standalone) or "a1111"
     host_info: dict[str, Any] = field(default_factory=dict)
+    settings: StudioSettings = field(default_factory=StudioSettings)
+    jobs: JobManager | None = None
+    resources: dict[str, Any] = field(default_factory=dict)  # loaded models, see studio.py
+
+    def __post_init__(self) -> None:
+        if self.jobs is None:
+            self.jobs = JobManager(self.workspace.root / "jobs")
 
     def describe(self) -> dict[str, Any]:
         return {
             "version": __version__,
             "backend": self.backend_name,
             "workspace": str(self.workspace.root),
+            "base_model": str(self.settings.base_model) if self.settings.base_model else None,
             **self.host_info,
         }
 
