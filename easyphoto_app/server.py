@@ -37,7 +37,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def create_app(context: StudioContext, *, api_auth: str | None = None) -> FastAPI:
     app = FastAPI(title="EasyPhoto", version=__version__)
     register_routes(app, context, credentials=parse_credentials(api_auth))
-    return gr.mount_gradio_app(app, build_ui(context), path="/")
+    blocks = build_ui(context)
+    blocks.queue()  # the train/generate buttons stream their job's progress
+    return gr.mount_gradio_app(app, blocks, path="/")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ class StudioSettings:
     lora_copy_dirs: list[Path] = field(default_factory=list)  # e.g. the host's Lora folder
     weights_dir: Path | None = None  # face models etc. (None = the registry's default)
     device: str = "auto"
+    # In a host: the checkpoint loaded now (it can change between jobs), and how to free the
+    # GPU for the training subprocess and take it back afterwards.
+    base_model_provider: Callable[[], Path | None] | None = None
+    before_training: Callable[[], None] | None = None
+    after_training: Callable[[], None] | None = None
+
+    def current_base_model(self) -> Path | None:
+        if self.base_model_provider is not None:
+            return self.base_model_provider()
+        return self.base_model
 
 
 @dataclass
@@ -43,7 +54,7 @@ class StudioContext:
             "version": __version__,
             "backend": self.backend_name,
             "workspace": str(self.workspace.root),
-            "base_model": str(self.settings.base_model) if self.settings.base_model else None,
+            "base_model": str(self.settings.base_model or "") or None,
             **self.host_info,
         }
 

@@ -22,10 +22,10 @@ class StudioNotReady(ValueError):
 
 
 def _base_model(context: StudioContext) -> Path:
-    base = context.settings.base_model
+    base = context.settings.current_base_model()
     if base is None:
         raise StudioNotReady("No base model is set: start the studio with --base-model "
-                             "PATH/TO/sd15.safetensors.")
+                             "PATH/TO/sd15.safetensors (in the WebUI: load an SD1.5 checkpoint).")
     if not base.is_file():
         raise StudioNotReady(f"The base model {base} does not exist.")
     return base
@@ -65,8 +65,15 @@ def start_training(context: StudioContext, user_id: str, photos: list[Any],
                            weights_dir=context.settings.weights_dir)
         job.cancel_file.unlink(missing_ok=True)
         handle.on_cancel(lambda: _touch(job.cancel_file))
-        outcome = run_trainer(job, user.jobs_dir / "train.json",
-                              on_event=lambda event: _report_training(handle, event))
+        settings = context.settings
+        if settings.before_training is not None:
+            settings.before_training()  # e.g. the host moves its model off the GPU
+        try:
+            outcome = run_trainer(job, user.jobs_dir / "train.json",
+                                  on_event=lambda event: _report_training(handle, event))
+        finally:
+            if settings.after_training is not None:
+                settings.after_training()
         if outcome.cancelled:
             raise JobCancelled("training cancelled; the last checkpoint is kept")
         done = raise_for_outcome(outcome)

@@ -56,3 +56,23 @@ def add_settings() -> None:
             "", "EasyPhoto workspace folder (empty = outputs/easyphoto)", section=SETTINGS_SECTION
         ),
     )
+
+
+def current_checkpoint() -> Path | None:
+    """The checkpoint file the host has loaded (the trainer loads the same file)."""
+    model = getattr(shared, "sd_model", None)
+    info = getattr(model, "sd_checkpoint_info", None)
+    return Path(info.filename) if info is not None and info.filename else None
+
+
+def free_gpu_for_training() -> None:
+    """Move the host's model to the CPU so the training subprocess has the GPU (HOST.md)."""
+    from modules import sd_models
+
+    sd_models.unload_model_weights()
+
+
+def restore_gpu_after_training() -> None:
+    from modules import sd_models
+
+    sd_models.send_model_to_device(shared.sd_model)

@@ -7,7 +7,7 @@ from typing import Any
 from easyphoto_app.api import register_routes
 from easyphoto_app.auth import parse_credentials
 from easyphoto_app.ui import build_ui
-from easyphoto_core.context import StudioContext
+from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace
 from easyphoto_webui import host
 
@@ -22,11 +22,18 @@ class WebuiIntegration:
         # Created on first use: settings are only readable once the host has loaded them.
         if self._context is None:
             folders = host.host_folders()
+            settings = StudioSettings(
+                controlnet_dirs=list(folders.controlnet), lora_copy_dirs=[folders.lora],
+                base_model_provider=host.current_checkpoint,
+                before_training=host.free_gpu_for_training,
+                after_training=host.restore_gpu_after_training,
+            )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),
                 backend_name="a1111",
                 host_info={"lora_dir": str(folders.lora),
                            "controlnet_dirs": [str(p) for p in folders.controlnet]},
+                settings=settings,
             )
         return self._context
 

@@ -77,3 +77,47 @@ def test_routes_enforce_the_hosts_api_auth(host, tmp_path):
     assert body["workspace"] == str((tmp_path / "ws").resolve())
     paths = client.get("/openapi.json").json()["paths"]
     assert "/easyphoto/v1/user_ids" in paths  # listed in the host's OpenAPI schema
+
+
+def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
+        monkeypatch, tmp_path, faces_dir, shared_models_dir):
+    """The real trainer, driven through the A1111 routes, on a tiny checkpoint 'loaded' in the
+    stand-in host: the LoRA lands in --lora-dir and the host model leaves the GPU meanwhile."""
+    import json
+    import time
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from easyphoto_core.sd.tiny import write_tiny_models
+
+    models = write_tiny_models(tmp_path / "models", seed=0)
+    monkeypatch.setenv("STAND_IN_CHECKPOINT", str(models.checkpoint))
+    monkeypatch.setenv("STAND_IN_LORA_DIR", str(tmp_path / "my_loras"))
+    monkeypatch.setenv("STAND_IN_API_AUTH", "")
+    monkeypatch.setenv("EASYPHOTO_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("EASYPHOTO_MODELS_DIR", str(shared_models_dir))  # YuNet, offline
+    _forget_host_modules(monkeypatch)
+    monkeypatch.syspath_prepend(str(STAND_IN))
+    spec = importlib.util.spec_from_file_location("easyphoto.py", REPO / "scripts" / "easyphoto.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    from modules import script_callbacks, sd_models
+
+    app = FastAPI()
+    script_callbacks.registered["app_started"][-1](None, app)
+    client = TestClient(app)
+    params = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 1,
+              "validation": False}
+    photos = [("photos", (n, (faces_dir / n).read_bytes(), "image/jpeg"))
+              for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    job = client.post("/easyphoto/v1/train", data={"user_id": "obama",
+                                                   "params": json.dumps(params)}, files=photos)
+    assert job.status_code == 200, job.text
+    for _ in range(600):
+        record = client.get(f"/easyphoto/v1/jobs/{job.json()['id']}").json()
+        if record["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert record["state"] == "done", record["message"]
+    assert (tmp_path / "my_loras" / "easyphoto_obama.safetensors").is_file()
+    assert sd_models.calls[-2:] == ["unload_model_weights", "send_model_to_device"]

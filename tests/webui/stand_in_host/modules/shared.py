@@ -10,6 +10,12 @@ cmd_opts = SimpleNamespace(
 )
 
 
+# the loaded checkpoint (A1111: shared.sd_model.sd_checkpoint_info.filename)
+sd_model = SimpleNamespace(
+    sd_checkpoint_info=SimpleNamespace(filename=os.environ.get("STAND_IN_CHECKPOINT", ""))
+)
+
+
 class OptionInfo:
     def __init__(self, default=None, label="", component=None, component_args=None, section=None):
         self.default, self.label, self.section = default, label, section
