@@ -34,7 +34,8 @@ def widget_for(name: str, spec: dict[str, Any]) -> gr.components.Component:
     if spec["type"] == "boolean":
         return gr.Checkbox(**common)
     if spec["type"] in ("integer", "number") and spec["minimum"] is not None and spec["maximum"]:
-        step = 1 if spec["type"] == "integer" else _float_step(spec["maximum"])
+        step = spec.get("multiple_of") or (1 if spec["type"] == "integer"
+                                           else _float_step(spec["maximum"]))
         return gr.Slider(minimum=spec["minimum"], maximum=spec["maximum"], step=step, **common)
     if spec["type"] in ("integer", "number"):
         return gr.Number(precision=0 if spec["type"] == "integer" else None, **common)

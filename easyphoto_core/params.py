@@ -199,6 +199,7 @@ def field_specs(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
             "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
             "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
             "choices": prop.get("enum"),
+            "multiple_of": prop.get("multipleOf"),
             "help": prop.get("description", ""),
         }
     return specs

@@ -77,6 +77,7 @@ def test_field_specs_carry_labels_defaults_and_bounds():
     assert specs["learning_rate"]["default"] == pytest.approx(1e-4)
     assert specs["rank"]["minimum"] == 1 and specs["rank"]["maximum"] == 256
     assert specs["lora_selection"]["choices"] == ["best", "fusion"]
+    assert specs["resolution"]["multiple_of"] == 64  # so the UI slider moves in valid steps
     # every field has a human label, so no UI shows a raw attribute name
     for model in (TrainParams, GenerateParams):
         for name, spec in field_specs(model).items():
