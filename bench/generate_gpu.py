@@ -206,6 +206,8 @@ def main() -> None:
         if args.skip_stock:
             return
         cache.graphs.graphs.clear()
+        for model in (components.unet, *controlnets.values()):
+            model.__dict__.pop("forward", None)  # stock runs the plain modules, not compiled
         torch.cuda.empty_cache()
         stock = run_stock(components, controlnets, args.portraits)
         print("stock", stock, flush=True)
