@@ -54,11 +54,11 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _face_models(args: argparse.Namespace, *, load_pose: bool = False):
+def _face_models(args: argparse.Namespace):
     from easyphoto_core.faces.chooser import FaceModels
     from easyphoto_core.weights import WeightPaths
 
-    return FaceModels.load(WeightPaths.standalone(root=args.weights_dir), load_pose=load_pose)
+    return FaceModels.load(WeightPaths.standalone(root=args.weights_dir))
 
 
 def _preprocess(args: argparse.Namespace, params):
@@ -150,10 +150,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     params = parse_params(GenerateParams, overrides)
     template = _read_template(Path(args.template))
-    with _face_models(args, load_pose=True) as face_models:
-        pipeline = _portrait_pipeline(args, face_models)
-        with _stage_progress() as on_progress:
-            result = pipeline(template, args.user_id, params, callback=on_progress)
+    from easyphoto_core.studio import portrait_pipeline
+
+    pipeline = portrait_pipeline(_studio(args))
+    with _stage_progress() as on_progress:
+        result = pipeline(template, args.user_id, params, callback=on_progress)
     _save_portrait(Path(args.out), result.image, params)
     print(f"portrait: {args.out}")
     for face in result.faces:
@@ -169,21 +170,16 @@ def _read_template(path: Path):
     return decode_image(read_limited(path, limits), limits=limits).rgb
 
 
-def _portrait_pipeline(args: argparse.Namespace, face_models):
-    import torch
-
-    from easyphoto_core.pipeline.diffusers_backend import DiffusersBackend, ModelCache
-    from easyphoto_core.pipeline.portrait import PortraitPipeline
+def _studio(args: argparse.Namespace):
+    """A studio context from the flags: the CLI builds its pipeline the way the studio does."""
+    from easyphoto_core.context import StudioContext, StudioSettings
     from easyphoto_core.workspace import Workspace, default_workspace_root
 
-    device = torch.device(args.device if args.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
-    cache = ModelCache(device=device,
-                       dtype=torch.float16 if device.type == "cuda" else torch.float32)
-    backend = DiffusersBackend(base_model=Path(args.base_model),
-                               controlnet_dirs=[Path(d) for d in args.controlnet_dir], cache=cache)
-    workspace = Workspace(args.workspace or default_workspace_root())
-    return PortraitPipeline(backend=backend, face_models=face_models, workspace=workspace)
+    settings = StudioSettings(
+        base_model=Path(args.base_model), controlnet_dirs=[Path(d) for d in args.controlnet_dir],
+        weights_dir=Path(args.weights_dir) if args.weights_dir else None, device=args.device)
+    return StudioContext(Workspace(args.workspace or default_workspace_root()), "diffusers",
+                         settings=settings)
 
 
 def _save_portrait(path: Path, image, params) -> None:

@@ -127,10 +127,10 @@ def portrait_pipeline(context: StudioContext) -> Any:
     from easyphoto_core.pipeline.portrait import PortraitPipeline
 
     if "model_cache" not in context.resources:
-        device = torch.device("cuda" if context.settings.device == "auto" and
-                              torch.cuda.is_available() else
-                              (context.settings.device if context.settings.device != "auto"
-                               else "cpu"))
+        requested = context.settings.device
+        if requested == "auto":
+            requested = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(requested)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         context.resources["model_cache"] = ModelCache(device=device, dtype=dtype)
     backend = DiffusersBackend(base_model=_base_model(context),
