@@ -136,7 +136,6 @@ def profile_first_pass(backend, lora) -> dict[str, float]:
     """Where a first pass's time goes (each part timed on its own, after warm-up)."""
     import torch
 
-    from easyphoto_core.pipeline.backend import ControlSpec, InpaintRequest
     from easyphoto_core.pipeline.sampler import LatentInpainter
 
     def timed(fn, repeat: int = 3) -> float:
@@ -151,6 +150,16 @@ def profile_first_pass(backend, lora) -> dict[str, float]:
     components = backend.cache.checkpoint(backend.base_model)
     inpainter = LatentInpainter(components, device=backend.cache.device, dtype=backend.cache.dtype,
                                 graph_cache=backend.cache.graphs)
+    with torch.inference_mode():
+        return _profile_parts(backend, lora, inpainter, timed)
+
+
+def _profile_parts(backend, lora, inpainter, timed) -> dict[str, float]:
+    import torch
+
+    from easyphoto_core.pipeline.backend import ControlSpec, InpaintRequest
+
+    components = backend.cache.checkpoint(backend.base_model)
     image, mask, control = inputs(512)
     controls = [(backend.cache.controlnet(backend.controlnet_path(k)),
                  inpainter.prepare_control(control), WEIGHTS[k]) for k in FIRST["controls"]]
@@ -165,13 +174,42 @@ def profile_first_pass(backend, lora) -> dict[str, float]:
         "one_unet_controlnets_step": timed(lambda: inpainter.predict_noise(
             scheduler, latents, steps[0], embeds, controls=controls, cfg_scale=7.0), repeat=20),
         "vae_decode_blend": timed(lambda: inpainter.decode_and_blend(latents, image, mask)),
+        "prepare_control": timed(lambda: inpainter.prepare_control(control)),
+        "prepare_mask": timed(lambda: inpainter.prepare_mask(mask, latents.shape[-2:])),
     }
+    noise = torch.randn_like(latents)
+    latent_mask = inpainter.prepare_mask(mask, latents.shape[-2:])
+
+    def denoise_loop():  # a fresh scheduler each time: it keeps its step index
+        loop_scheduler = inpainter.make_scheduler()
+        return inpainter.denoise(
+            loop_scheduler, inpainter.prepare_timesteps(loop_scheduler, 50, 0.45),
+            init_latents=latents, noise=noise, latent_mask=latent_mask, prompt_embeds=embeds,
+            controls=controls, cfg_scale=7.0)
+
+    parts["denoise_loop"] = timed(denoise_loop)
     parts["denoising_steps"] = len(steps)
     spec = [ControlSpec(k, control, WEIGHTS[k]) for k in FIRST["controls"]]
     parts["whole_first_pass"] = timed(lambda: backend.inpaint(InpaintRequest(
         image=image, mask=mask, prompt="easyphoto_face", negative_prompt="blurry", steps=50,
         denoise=0.45, cfg_scale=7.0, seed=1, controls=tuple(spec), lora=lora)))
     return parts
+
+
+def plain_modules(models) -> None:
+    """Undo ModelCache's preparation (compile, channels-last, our GroupNorm) for the stock run:
+    it runs diffusers' modules as they come."""
+    import torch
+
+    from easyphoto_core.sd.channels_last import ChannelsLastGroupNorm
+
+    for model in models:
+        model.__dict__.pop("forward", None)
+        for module in model.modules():
+            if isinstance(module, ChannelsLastGroupNorm):
+                module.__class__ = torch.nn.GroupNorm
+            module.__dict__.pop("_get_output_for_continuous_inputs", None)
+        model.to(memory_format=torch.contiguous_format)
 
 
 def main() -> None:
@@ -206,8 +244,7 @@ def main() -> None:
         if args.skip_stock:
             return
         cache.graphs.graphs.clear()
-        for model in (components.unet, *controlnets.values()):
-            model.__dict__.pop("forward", None)  # stock runs the plain modules, not compiled
+        plain_modules([components.unet, components.vae, *controlnets.values()])
         torch.cuda.empty_cache()
         stock = run_stock(components, controlnets, args.portraits)
         print("stock", stock, flush=True)

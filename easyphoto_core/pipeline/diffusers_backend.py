@@ -66,7 +66,9 @@ class ModelCache:
         if self.device.type != "cuda":
             return model
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+            from easyphoto_core.sd.channels_last import prepare_channels_last
+
+            prepare_channels_last(model)
         if self.compile_models and compile_it:
             model.forward = torch.compile(model.forward, dynamic=False)
         return model

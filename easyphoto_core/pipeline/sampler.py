@@ -60,8 +60,9 @@ def check_spec(spec: InpaintSpec) -> None:
         raise ValueError(f"denoise must be in (0, 1], got {spec.denoise}")
 
 
-class GraphedNoisePredictor:
-    """UNet + ControlNets for one latent shape and control set, captured in a CUDA graph.
+class CapturedCall:
+    """One model call (the UNet + ControlNets of a step, a VAE pass, the text encoder) for fixed
+    input shapes, captured in a CUDA graph.
 
     Eager SD1.5 inference on a fast GPU is bound by the CPU launching ~1,500 kernels per step;
     replaying a captured graph removes that. Inputs are copied into static tensors; the weights
@@ -69,18 +70,18 @@ class GraphedNoisePredictor:
     without a new capture.
     """
 
-    def __init__(self, predict: Callable[..., torch.Tensor], example: dict[str, Any]) -> None:
+    def __init__(self, call: Callable[..., torch.Tensor], example: dict[str, Any]) -> None:
         self.static = {k: v.clone() if torch.is_tensor(v) else [t.clone() for t in v]
                        for k, v in example.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: kernels chosen, workspaces allocated
+        with torch.cuda.stream(side):  # warm-up: kernels chosen and compiled, workspaces allocated
             for _ in range(2):
-                predict(**self.static)
+                call(**self.static)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.output = predict(**self.static)
+            self.output = call(**self.static)
 
     def __call__(self, **inputs: Any) -> torch.Tensor:
         for name, value in inputs.items():
@@ -95,15 +96,22 @@ class GraphedNoisePredictor:
 
 @dataclass
 class GraphCache:
-    """Captured predictors by (models, shapes, control weights); owned by the backend."""
+    """Captured calls by (what, models, shapes, control weights); owned by the backend."""
 
-    graphs: dict[tuple, GraphedNoisePredictor] = field(default_factory=dict)
+    graphs: dict[tuple, CapturedCall] = field(default_factory=dict)
+
+    def call(self, key: tuple, call: Callable[..., torch.Tensor], example: dict[str, Any]
+             ) -> CapturedCall:
+        if key not in self.graphs:
+            self.graphs[key] = CapturedCall(call, example)
+        return self.graphs[key]
 
 
 class LatentInpainter:
     """Components passed in (UNet, VAE, text encoder, tokenizer, scheduler config); no loading.
 
-    With a `graph_cache` on CUDA, each denoising step replays a captured CUDA graph.
+    With a `graph_cache` on CUDA, the text encoder, each VAE pass and each denoising step replay
+    captured CUDA graphs.
     """
 
     def __init__(self, components: Any, *, device: torch.device, dtype: torch.dtype,
@@ -125,7 +133,10 @@ class LatentInpainter:
         tokenizer = self.components.tokenizer
         ids = tokenizer([negative_prompt, prompt], padding="max_length", truncation=True,
                         max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-        return self.components.text_encoder(ids.to(self.device))[0].to(self.dtype)
+        text_encoder = self.components.text_encoder
+        encode = self._captured(("text_encoder", id(text_encoder), tuple(ids.shape)),
+                                lambda ids: text_encoder(ids)[0], {"ids": ids.to(self.device)})
+        return encode(ids=ids.to(self.device)).to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, spec: InpaintSpec, *, callback: StepCallback | None = None,
@@ -142,27 +153,40 @@ class LatentInpainter:
         # 3. noise the known image to the first timestep (seeded on the CPU: same on any device)
         generator = torch.Generator("cpu").manual_seed(spec.seed)
         noise = torch.randn(init_latents.shape, generator=generator).to(self.device, torch.float32)
-        latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
         # 4. denoise, putting the known region back after every step
+        latents = self.denoise(scheduler, timesteps, init_latents=init_latents, noise=noise,
+                               latent_mask=latent_mask, prompt_embeds=prompt_embeds,
+                               controls=controls, cfg_scale=spec.cfg_scale, callback=callback,
+                               interrupt=interrupt)
+        # 5. decode, and keep the unmasked pixels exactly
+        return self.decode_and_blend(latents, spec.image, spec.mask)
+
+    def denoise(self, scheduler: Any, timesteps: torch.Tensor, *, init_latents: torch.Tensor,
+                noise: torch.Tensor, latent_mask: torch.Tensor, prompt_embeds: torch.Tensor,
+                controls: list, cfg_scale: float, callback: StepCallback | None = None,
+                interrupt: Callable[[], bool] | None = None) -> torch.Tensor:
+        latents = scheduler.add_noise(init_latents, noise, timesteps[:1])
         for index, timestep in enumerate(timesteps):
             if interrupt is not None and interrupt():
                 raise Interrupted(f"interrupted at step {index} of {len(timesteps)}")
             prediction = self.predict_noise(scheduler, latents, timestep, prompt_embeds,
-                                            controls=controls, cfg_scale=spec.cfg_scale)
+                                            controls=controls, cfg_scale=cfg_scale)
             latents = scheduler.step(prediction, timestep, latents).prev_sample
             known = init_latents if index + 1 == len(timesteps) else \
                 scheduler.add_noise(init_latents, noise, timesteps[index + 1 : index + 2])
             latents = latent_mask * latents + (1 - latent_mask) * known
             if callback is not None:
                 callback(index + 1, len(timesteps))
-        # 5. decode, and keep the unmasked pixels exactly
-        return self.decode_and_blend(latents, spec.image, spec.mask)
+        return latents
 
     def prepare_latents(self, image: np.ndarray) -> torch.Tensor:
         vae = self.components.vae
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-        latents = vae.encode(pixels.to(self.device, self.dtype)).latent_dist.mean
-        return latents.float() * float(vae.config.scaling_factor)
+        pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]  # uint8 to GPU
+        pixels = pixels.float().div(127.5).sub(1).to(self.dtype)
+        encode = self._captured(("vae_encode", id(vae), tuple(pixels.shape)),
+                                lambda pixels: vae.encode(pixels).latent_dist.mean,
+                                {"pixels": pixels})
+        return encode(pixels=pixels).float() * float(vae.config.scaling_factor)
 
     def prepare_mask(self, mask: np.ndarray, latent_size: torch.Size) -> torch.Tensor:
         pixel_mask = torch.from_numpy(_unit_mask(mask))[None, None]
@@ -170,8 +194,9 @@ class LatentInpainter:
         return (latent > 0.01).float().to(self.device)  # any touched latent is repainted
 
     def prepare_control(self, image: np.ndarray) -> torch.Tensor:
-        control = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)
-        return torch.cat([control] * 2).to(self.device, self.dtype)  # unconditional + prompt
+        control = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]  # uint8 to GPU
+        control = control.float().div(255.0).to(self.dtype)
+        return torch.cat([control] * 2)  # unconditional + prompt
 
     @staticmethod
     def prepare_timesteps(scheduler: Any, steps: int, denoise: float) -> torch.Tensor:
@@ -209,23 +234,29 @@ class LatentInpainter:
                                         down_block_additional_residuals=down,
                                         mid_block_additional_residual=mid).sample
 
-        if self.graph_cache is None:
-            return predict
-        key = (id(self.components.unet), tuple(inputs["latent_in"].shape),
+        key = ("noise", id(self.components.unet), tuple(inputs["latent_in"].shape),
                tuple((id(net), weight) for net, weight in active))
-        if key not in self.graph_cache.graphs:
-            self.graph_cache.graphs[key] = GraphedNoisePredictor(predict, inputs)
-        return self.graph_cache.graphs[key]
+        return self._captured(key, predict, inputs)
+
+    def _captured(self, key: tuple, call: Callable[..., torch.Tensor], example: dict[str, Any]
+                  ) -> Callable[..., torch.Tensor]:
+        """`call` itself, or on CUDA its captured graph for these shapes."""
+        if self.graph_cache is None:
+            return call
+        return self.graph_cache.call(key, call, example)
 
     def decode_and_blend(self, latents: torch.Tensor, image: np.ndarray, mask: np.ndarray
                          ) -> np.ndarray:
         vae = self.components.vae
-        decoded = vae.decode((latents / float(vae.config.scaling_factor)).to(self.dtype)).sample
-        decoded = decoded[0].float().clamp(-1, 1).add(1).mul(127.5).round()
-        generated = decoded.permute(1, 2, 0).to("cpu", torch.uint8).numpy()
-        weight = _unit_mask(mask)[..., None]
-        blended = generated * weight + image.astype(np.float32) * (1 - weight)
-        return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+        scaled = (latents / float(vae.config.scaling_factor)).to(self.dtype)
+        decode = self._captured(("vae_decode", id(vae), tuple(scaled.shape)),
+                                lambda latents: vae.decode(latents).sample, {"latents": scaled})
+        decoded = decode(latents=scaled)[0].float().clamp(-1, 1).add(1).mul(127.5).round()
+        # the blend runs where the pixels are; uint8 is all that crosses back
+        weight = torch.from_numpy(_unit_mask(mask)).to(self.device)[..., None]
+        original = torch.from_numpy(image).to(self.device).float()
+        blended = decoded.permute(1, 2, 0) * weight + original * (1 - weight)
+        return blended.round().clamp(0, 255).to("cpu", torch.uint8).numpy()
 
 
 def _unit_mask(mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,122 @@
+"""GroupNorm over channels-last (NHWC) CUDA tensors in three Triton kernels.
+
+1. `_channel_sums`: each program sums a run of pixels for a block of channels, in float32, after
+   subtracting the image's first pixel per channel (a shift that keeps E[x²] − E[x]² from
+   cancelling when the mean is large against the spread). Reads the activation once.
+2. `_group_scale_shift`: one program per (image, group) combines its channels' sums with Chan's
+   formula into the group's mean and variance, and writes each channel's scale and shift.
+3. `_scale_shift`: y = x · scale + shift, read once, written once, in the input's dtype.
+
+PyTorch's own kernel reads NCHW only (an NHWC input costs two layout copies) and the pure-PyTorch
+path in group_norm.py reads the activation three times; this reads it twice. Imported only where
+Triton is installed (CUDA builds of torch on Linux); group_norm.py falls back otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_PIXELS = 64
+BLOCK_CHANNELS = 64
+# enough programs for the statistics pass to fill an H100's 132 multiprocessors a few times over
+TARGET_PROGRAMS = 512
+
+
+@triton.jit
+def _channel_sums(x_ptr, sums_ptr, pixels, channels, pixels_per_program,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    image, run, channel_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    runs = tl.num_programs(1)
+    cols = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    base = x_ptr + image.to(tl.int64) * pixels * channels
+    shift = tl.load(base + cols, mask=col_ok, other=0.0).to(tl.float32)
+    total = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
+    total_sq = tl.zeros([BLOCK_P, BLOCK_C], tl.float32)
+    start = run * pixels_per_program
+    for offset in range(0, pixels_per_program, BLOCK_P):
+        rows = start + offset + tl.arange(0, BLOCK_P)
+        ok = (rows < pixels)[:, None] & col_ok[None, :]
+        values = tl.load(base + rows.to(tl.int64)[:, None] * channels + cols[None, :], mask=ok,
+                         other=0.0).to(tl.float32)
+        values = tl.where(ok, values - shift[None, :], 0.0)
+        total += values
+        total_sq += values * values
+    out = sums_ptr + ((image * runs + run) * 2) * channels + cols
+    tl.store(out, tl.sum(total, axis=0), mask=col_ok)
+    tl.store(out + channels, tl.sum(total_sq, axis=0), mask=col_ok)
+
+
+@triton.jit
+def _group_scale_shift(x_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr, pixels,
+                       channels, runs, group_size, eps, HAS_AFFINE: tl.constexpr,
+                       BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+    image, group = tl.program_id(0), tl.program_id(1)
+    cols = group * group_size + tl.arange(0, BLOCK_G)
+    col_ok = tl.arange(0, BLOCK_G) < group_size
+    run_ids = tl.arange(0, BLOCK_R)
+    ok = (run_ids < runs)[:, None] & col_ok[None, :]
+    at = sums_ptr + ((image * runs + run_ids[:, None]) * 2) * channels + cols[None, :]
+    s1 = tl.sum(tl.load(at, mask=ok, other=0.0), axis=0)
+    s2 = tl.sum(tl.load(at + channels, mask=ok, other=0.0), axis=0)
+    shift0 = tl.load(x_ptr + image.to(tl.int64) * pixels * channels + cols, mask=col_ok,
+                     other=0.0).to(tl.float32)
+    channel_mean = shift0 + s1 / pixels
+    channel_m2 = tl.maximum(s2 - s1 * s1 / pixels, 0.0)
+    group_mean = tl.sum(tl.where(col_ok, channel_mean, 0.0), axis=0) / group_size
+    spread = tl.where(col_ok, channel_mean - group_mean, 0.0)
+    group_m2 = tl.sum(tl.where(col_ok, channel_m2, 0.0), axis=0) + pixels * tl.sum(spread * spread)
+    rstd = 1.0 / tl.sqrt(group_m2 / (pixels * group_size) + eps)
+    scale = tl.zeros([BLOCK_G], tl.float32) + rstd
+    shift = -group_mean * scale
+    if HAS_AFFINE:
+        weight = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        bias = tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        scale, shift = scale * weight, shift * weight + bias
+    tl.store(scale_ptr + image * channels + cols, scale, mask=col_ok)
+    tl.store(shift_ptr + image * channels + cols, shift, mask=col_ok)
+
+
+@triton.jit
+def _scale_shift(x_ptr, y_ptr, scale_ptr, shift_ptr, pixels, channels,
+                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pixel_block, channel_block, image = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows = pixel_block * BLOCK_P + tl.arange(0, BLOCK_P)
+    cols = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_ok = cols < channels
+    ok = (rows < pixels)[:, None] & col_ok[None, :]
+    offsets = image.to(tl.int64) * pixels * channels + rows.to(tl.int64)[:, None] * channels \
+        + cols[None, :]
+    values = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+    scale = tl.load(scale_ptr + image * channels + cols, mask=col_ok, other=0.0)
+    shift = tl.load(shift_ptr + image * channels + cols, mask=col_ok, other=0.0)
+    result = values * scale[None, :] + shift[None, :]
+    tl.store(y_ptr + offsets, result.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
+                    bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """F.group_norm of a 4-D channels-last CUDA tensor, returned channels-last."""
+    batch, channels, height, width = x.shape
+    pixels, group_size = height * width, channels // num_groups
+    channel_blocks = triton.cdiv(channels, BLOCK_CHANNELS)
+    wanted_runs = max(1, TARGET_PROGRAMS // (batch * channel_blocks))
+    pixels_per_program = triton.cdiv(triton.cdiv(pixels, wanted_runs), BLOCK_PIXELS) * BLOCK_PIXELS
+    runs = triton.cdiv(pixels, pixels_per_program)
+    sums = torch.empty(batch, runs, 2, channels, device=x.device, dtype=torch.float32)
+    _channel_sums[(batch, runs, channel_blocks)](
+        x, sums, pixels, channels, pixels_per_program,
+        BLOCK_P=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
+    scale = torch.empty(batch, channels, device=x.device, dtype=torch.float32)
+    shift = torch.empty_like(scale)
+    affine = weight is not None and bias is not None
+    _group_scale_shift[(batch, num_groups)](
+        x, sums, weight if affine else scale, bias if affine else shift, scale, shift, pixels,
+        channels, runs, group_size, eps, HAS_AFFINE=affine,
+        BLOCK_R=triton.next_power_of_2(runs), BLOCK_G=triton.next_power_of_2(group_size))
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    _scale_shift[(triton.cdiv(pixels, BLOCK_PIXELS), channel_blocks, batch)](
+        x, out, scale, shift, pixels, channels, BLOCK_P=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
+    return out
