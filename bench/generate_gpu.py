@@ -201,13 +201,15 @@ def plain_modules(models) -> None:
     it runs diffusers' modules as they come."""
     import torch
 
-    from easyphoto_core.sd.channels_last import ChannelsLastGroupNorm
+    from easyphoto_core.sd.channels_last import ChannelsLastConv2d, ChannelsLastGroupNorm
 
     for model in models:
         model.__dict__.pop("forward", None)
         for module in model.modules():
             if isinstance(module, ChannelsLastGroupNorm):
                 module.__class__ = torch.nn.GroupNorm
+            if isinstance(module, ChannelsLastConv2d):
+                module.__class__ = torch.nn.Conv2d
             module.__dict__.pop("_get_output_for_continuous_inputs", None)
         model.to(memory_format=torch.contiguous_format)
 

@@ -63,6 +63,7 @@ def graph_time(fn: Callable[[], object], repeat: int = 20) -> float:
 def step_fns(models, size: int, dtype) -> dict[str, Callable[[], object]]:
     import torch
 
+    torch.manual_seed(size)  # the same inputs for every layout
     latent = torch.randn(2, 4, size // 8, size // 8, device="cuda", dtype=dtype)
     hint = torch.rand(2, 3, size, size, device="cuda", dtype=dtype)
     text = torch.randn(2, 77, 768, device="cuda", dtype=dtype)
@@ -106,12 +107,14 @@ def matrix_rate(dtype) -> float:
 
 
 def set_layout(models, layout: str) -> None:
-    """nchw; nhwc (PyTorch's GroupNorm); nhwc+ours (prepare_channels_last, Triton GroupNorm);
-    nhwc+torchgn (prepare_channels_last with the pure-PyTorch GroupNorm)."""
+    """nchw; nhwc (PyTorch's modules); nhwc+ours (prepare_channels_last: Triton GroupNorm and
+    conv bias); nhwc+torchgn (prepare_channels_last with PyTorch kernels only)."""
     import torch
 
     from easyphoto_core.sd.channels_last import (
+        ChannelsLastConv2d,
         ChannelsLastGroupNorm,
+        NhwcKernels,
         group_norm_channels_last,
         prepare_channels_last,
     )
@@ -120,12 +123,14 @@ def set_layout(models, layout: str) -> None:
         for module in model.modules():
             if isinstance(module, ChannelsLastGroupNorm):
                 module.__class__ = torch.nn.GroupNorm
+            if isinstance(module, ChannelsLastConv2d):
+                module.__class__ = torch.nn.Conv2d
             module.__dict__.pop("_get_output_for_continuous_inputs", None)
         model.to(memory_format=torch.contiguous_format if layout == "nchw" else torch.channels_last)
         if layout == "nhwc+ours":
             prepare_channels_last(model)
         elif layout == "nhwc+torchgn":
-            prepare_channels_last(model, kernel=group_norm_channels_last)
+            prepare_channels_last(model, kernels=NhwcKernels(group_norm_channels_last, None))
 
 
 def check_group_norm(dtype) -> None:
@@ -133,7 +138,7 @@ def check_group_norm(dtype) -> None:
     import torch
     import torch.nn.functional as F
 
-    from easyphoto_core.sd.triton_group_norm import group_norm_nhwc
+    from easyphoto_core.sd.triton_nhwc import group_norm_nhwc
 
     for shape in ((2, 320, 64, 64), (2, 640, 32, 32), (2, 1280, 8, 8), (2, 2560, 16, 16),
                   (1, 128, 768, 768), (1, 512, 96, 96), (1, 256, 384, 384)):
@@ -163,16 +168,31 @@ def _time_norm(fn, x, weight, bias) -> float:
 LAYOUTS = ("nchw", "nhwc", "nhwc+ours", "nhwc+torchgn")
 
 
+def _first_tensor(result):
+    import torch
+
+    while not torch.is_tensor(result):
+        result = result[-1]  # a ControlNet returns (down residuals, mid residual)
+    return result.float()
+
+
 def table(models, dtype, rate: float) -> None:
-    print(f"{'part':<12}{'size':>6}{'layout':>13}{'ms':>9}{'GFLOP':>9}{'floor ms':>10}", flush=True)
+    """Time per part and layout, and each layout's relative error against nchw on the same
+    inputs (fp16 rounding is ~1e-3)."""
+    print(f"{'part':<12}{'size':>6}{'layout':>13}{'ms':>9}{'GFLOP':>9}{'floor ms':>10}"
+          f"{'err vs nchw':>13}", flush=True)
     for size in (512, 768):
         flops = {name: count_flops(fn) for name, fn in step_fns(models, size, dtype).items()}
+        reference = {}
         for layout in LAYOUTS:
             set_layout(models, layout)
             for name, fn in step_fns(models, size, dtype).items():
+                out = _first_tensor(fn())
+                reference.setdefault(name, out)
+                error = ((out - reference[name]).norm() / reference[name].norm()).item()
                 ms = graph_time(fn)
-                print(f"{name:<12}{size:>6}{layout:>13}{ms:>9.2f}"
-                      f"{flops[name] / 1e9:>9.0f}{flops[name] / rate * 1e3:>10.2f}", flush=True)
+                print(f"{name:<12}{size:>6}{layout:>13}{ms:>9.2f}{flops[name] / 1e9:>9.0f}"
+                      f"{flops[name] / rate * 1e3:>10.2f}{error:>13.1e}", flush=True)
 
 
 def attention_backends(models, dtype) -> None:

@@ -8,8 +8,9 @@ ends with `.contiguous()` on an NHWC view, an NCHW copy that the next convolutio
 
 `prepare_channels_last(model)` converts a model in place: its GroupNorm modules change class to
 ChannelsLastGroupNorm (Triton kernels where Triton is installed, else two float32 reductions and
-one fused multiply-add over a free view of the NHWC memory), and each Transformer2DModel returns
-its output in the layout it got. Parameters, state-dict keys and results (to rounding) stay the
+one fused multiply-add over a free view of the NHWC memory), its convolutions to
+ChannelsLastConv2d where Triton can add their bias (PyTorch's broadcast add is unvectorised), and
+each Transformer2DModel returns its output in the layout it got. Parameters, state-dict keys and results (to rounding) stay the
 same, so loading, LoRA merging and checkpoints do not notice.
 """
 
@@ -17,12 +18,22 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 GroupNormKernel = Callable[..., torch.Tensor]  # (x, num_groups, weight, bias, eps) -> y
+BiasKernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y, bias) -> y, in place
+
+
+@dataclass(frozen=True)
+class NhwcKernels:
+    """The kernels the channels-last modules call on CUDA inputs."""
+
+    group_norm: GroupNormKernel
+    add_bias: BiasKernel | None  # None: leave convolutions to PyTorch
 
 
 def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
@@ -66,13 +77,29 @@ class ChannelsLastGroupNorm(torch.nn.GroupNorm):
         return kernel(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
-def fastest_group_norm_kernel() -> GroupNormKernel:
+class ChannelsLastConv2d(torch.nn.Conv2d):
+    """A Conv2d whose bias a faster kernel adds, for channels-last CUDA outputs without grad."""
+
+    add_bias: BiasKernel | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.add_bias is None or self.bias is None or not x.is_cuda or (
+                torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return super().forward(x)
+        y = self._conv_forward(x, self.weight, None)
+        if y.dim() != 4 or y.is_contiguous() or not y.is_contiguous(
+                memory_format=torch.channels_last):
+            return y.add_(self.bias[:, None, None])
+        return self.add_bias(y, self.bias)
+
+
+def fastest_kernels() -> NhwcKernels:
     """The Triton kernels where Triton can be imported (torch's CUDA builds on Linux)."""
     try:
-        from easyphoto_core.sd.triton_group_norm import group_norm_nhwc
+        from easyphoto_core.sd.triton_nhwc import add_channel_bias_, group_norm_nhwc
     except ImportError:
-        return group_norm_channels_last
-    return group_norm_nhwc
+        return NhwcKernels(group_norm=group_norm_channels_last, add_bias=None)
+    return NhwcKernels(group_norm=group_norm_nhwc, add_bias=add_channel_bias_)
 
 
 def _transformer_output_in_input_layout(self: Any, hidden_states: torch.Tensor,
@@ -85,14 +112,18 @@ def _transformer_output_in_input_layout(self: Any, hidden_states: torch.Tensor,
 
 
 def prepare_channels_last(model: torch.nn.Module, *,
-                          kernel: GroupNormKernel | None = None) -> torch.nn.Module:
+                          kernels: NhwcKernels | None = None) -> torch.nn.Module:
     """Convert `model` in place to channels-last memory and the layout-keeping modules."""
     model.to(memory_format=torch.channels_last)
-    kernel = kernel or fastest_group_norm_kernel()
+    kernels = kernels or fastest_kernels()
     for module in model.modules():
         if type(module) is torch.nn.GroupNorm and module.affine:
             module.__class__ = ChannelsLastGroupNorm
-            module.nhwc_kernel = kernel
+            module.nhwc_kernel = kernels.group_norm
+        elif type(module) is torch.nn.Conv2d and module.padding_mode == "zeros" \
+                and kernels.add_bias is not None:
+            module.__class__ = ChannelsLastConv2d
+            module.add_bias = kernels.add_bias
         elif (type(module).__name__ == "Transformer2DModel"
               and hasattr(module, "_get_output_for_continuous_inputs")
               and not getattr(module, "use_linear_projection", True)):
