@@ -188,12 +188,31 @@ def _profile_parts(backend, lora, inpainter, timed) -> dict[str, float]:
             controls=controls, cfg_scale=7.0)
 
     parts["denoise_loop"] = timed(denoise_loop)
+    parts["host_syncs_in_loop"] = count_syncs(denoise_loop)
     parts["denoising_steps"] = len(steps)
     spec = [ControlSpec(k, control, WEIGHTS[k]) for k in FIRST["controls"]]
     parts["whole_first_pass"] = timed(lambda: backend.inpaint(InpaintRequest(
         image=image, mask=mask, prompt="easyphoto_face", negative_prompt="blurry", steps=50,
         denoise=0.45, cfg_scale=7.0, seed=1, controls=tuple(spec), lora=lora)))
     return parts
+
+
+def count_syncs(fn) -> int:
+    """Host-device synchronisations in `fn` (each stalls the CPU until the GPU catches up)."""
+    import warnings
+
+    import torch
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for message in sorted({str(w.message)[:160] for w in caught})[:5]:
+        print("  sync:", message)
+    return len(caught)
 
 
 def plain_modules(models) -> None:
@@ -211,6 +230,7 @@ def plain_modules(models) -> None:
             if isinstance(module, ChannelsLastConv2d):
                 module.__class__ = torch.nn.Conv2d
             module.__dict__.pop("_get_output_for_continuous_inputs", None)
+            module.__dict__.pop("forward", None)  # compiled, or a fused ResNet block
         model.to(memory_format=torch.contiguous_format)
 
 

@@ -126,6 +126,7 @@ def set_layout(models, layout: str) -> None:
             if isinstance(module, ChannelsLastConv2d):
                 module.__class__ = torch.nn.Conv2d
             module.__dict__.pop("_get_output_for_continuous_inputs", None)
+            module.__dict__.pop("forward", None)  # compiled, or a fused ResNet block
         model.to(memory_format=torch.contiguous_format if layout == "nchw" else torch.channels_last)
         if layout == "nhwc+ours":
             prepare_channels_last(model)

@@ -9,8 +9,9 @@ ends with `.contiguous()` on an NHWC view, an NCHW copy that the next convolutio
 `prepare_channels_last(model)` converts a model in place: its GroupNorm modules change class to
 ChannelsLastGroupNorm (Triton kernels where Triton is installed, else two float32 reductions and
 one fused multiply-add over a free view of the NHWC memory), its convolutions to
-ChannelsLastConv2d where Triton can add their bias (PyTorch's broadcast add is unvectorised), and
-each Transformer2DModel returns its output in the layout it got. Parameters, state-dict keys and results (to rounding) stay the
+ChannelsLastConv2d where Triton can add their bias (PyTorch's broadcast add is unvectorised),
+each Transformer2DModel returns its output in the layout it got, and each ResNet block runs its
+GroupNorm + SiLU pairs (and its time-embedding add) as one GroupNorm call. Parameters, state-dict keys and results (to rounding) stay the
 same, so loading, LoRA merging and checkpoints do not notice.
 """
 
@@ -37,8 +38,16 @@ class NhwcKernels:
 
 
 def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
-                             bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """F.group_norm for a 4-D channels-last tensor; the result is channels-last too."""
+                             bias: torch.Tensor | None, eps: float, *,
+                             add: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+    """F.group_norm for a 4-D channels-last tensor; the result is channels-last too.
+
+    `add` (batch x channels) is added to x first, `silu` applied after: the Triton kernel's
+    signature, so a fused ResNet block can run on either."""
+    if add is not None:
+        x = x + add.reshape(*add.shape[:2], 1, 1)
+    if silu:
+        return F.silu(group_norm_channels_last(x, num_groups, weight, bias, eps))
     batch, channels, height, width = x.shape
     # NHWC memory seen as (batch, pixels, groups, channels per group): a view, no copy
     grouped = x.permute(0, 2, 3, 1).reshape(batch, height * width, num_groups, -1)
@@ -102,6 +111,51 @@ def fastest_kernels() -> NhwcKernels:
     return NhwcKernels(group_norm=group_norm_nhwc, add_bias=add_channel_bias_)
 
 
+def _is_nhwc_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """A 4-D channels-last activation with no gradient wanted: where the fused forward applies."""
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+
+
+def _fused_resnet_forward(self: Any, input_tensor: torch.Tensor, temb: torch.Tensor | None = None,
+                          *args: Any, **kwargs: Any) -> torch.Tensor:
+    """ResnetBlock2D.forward for the SD1.5 configuration `_is_fusable_resnet` checks, with each
+    GroupNorm fused with the SiLU after it and the time embedding added inside the second
+    GroupNorm: two fewer passes over the activation and no broadcast add."""
+    if not _is_nhwc_inference(input_tensor, self.conv1.weight):
+        return type(self).forward(self, input_tensor, temb, *args, **kwargs)
+    norm1, norm2 = self.norm1, self.norm2
+    kernel = norm1.nhwc_kernel if input_tensor.is_cuda else group_norm_channels_last
+    hidden = kernel(input_tensor, norm1.num_groups, norm1.weight, norm1.bias, norm1.eps,
+                    silu=True)
+    hidden = self.conv1(hidden)
+    added = None
+    if self.time_emb_proj is not None and temb is not None:
+        added = self.time_emb_proj(self.nonlinearity(temb))
+    hidden = kernel(hidden, norm2.num_groups, norm2.weight, norm2.bias, norm2.eps, add=added,
+                    silu=True)
+    hidden = self.conv2(self.dropout(hidden))
+    shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
+    output = shortcut + hidden
+    return output if self.output_scale_factor == 1.0 else output / self.output_scale_factor
+
+
+def _is_fusable_resnet(module: torch.nn.Module) -> bool:
+    """A diffusers ResnetBlock2D as SD1.5 builds them: no resampling, the time embedding added
+    before norm2, SiLU everywhere, both norms already ChannelsLastGroupNorm."""
+    return (type(module).__name__ == "ResnetBlock2D"
+            and not getattr(module, "up", True) and not getattr(module, "down", True)
+            and getattr(module, "time_embedding_norm", None) == "default"
+            and not getattr(module, "skip_time_act", True)
+            and isinstance(getattr(module, "nonlinearity", None), torch.nn.SiLU)
+            and isinstance(getattr(module, "norm1", None), ChannelsLastGroupNorm)
+            and isinstance(getattr(module, "norm2", None), ChannelsLastGroupNorm)
+            and all(hasattr(module, name) for name in (
+                "conv1", "conv2", "dropout", "time_emb_proj", "conv_shortcut",
+                "output_scale_factor")))
+
+
 def _transformer_output_in_input_layout(self: Any, hidden_states: torch.Tensor,
                                         residual: torch.Tensor, batch_size: int, height: int,
                                         width: int, inner_dim: int) -> torch.Tensor:
@@ -129,4 +183,7 @@ def prepare_channels_last(model: torch.nn.Module, *,
               and not getattr(module, "use_linear_projection", True)):
             module._get_output_for_continuous_inputs = types.MethodType(
                 _transformer_output_in_input_layout, module)
+    for module in model.modules():  # after the norms above changed class
+        if _is_fusable_resnet(module):
+            module.forward = types.MethodType(_fused_resnet_forward, module)
     return model

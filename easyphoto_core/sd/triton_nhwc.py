@@ -6,7 +6,10 @@ GroupNorm in three kernels:
    cancelling when the mean is large against the spread). Reads the activation once.
 2. `_group_scale_shift`: one program per (image, group) combines its channels' sums with Chan's
    formula into the group's mean and variance, and writes each channel's scale and shift.
-3. `_scale_shift`: y = x · scale + shift, read once, written once, in the input's dtype.
+3. `_scale_shift`: y = x · scale + shift (optionally SiLU(y)), read once, written once, in the
+   input's dtype.
+A ResNet block's "x + time embedding, GroupNorm, SiLU" runs as these three kernels, the sum never
+written (channels_last.py binds that forward).
 
 PyTorch's own kernel reads NCHW only (an NHWC input costs two layout copies) and the pure-PyTorch
 path in channels_last.py reads the activation three times; this reads it twice.
@@ -57,9 +60,9 @@ def _channel_sums(x_ptr, sums_ptr, pixels, channels, pixels_per_program,
 
 
 @triton.jit
-def _group_scale_shift(x_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr, pixels,
-                       channels, runs, group_size, eps, HAS_AFFINE: tl.constexpr,
-                       BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+def _group_scale_shift(x_ptr, add_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr,
+                       pixels, channels, runs, group_size, eps, HAS_ADD: tl.constexpr,
+                       HAS_AFFINE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
     image, group = tl.program_id(0), tl.program_id(1)
     cols = group * group_size + tl.arange(0, BLOCK_G)
     col_ok = tl.arange(0, BLOCK_G) < group_size
@@ -70,6 +73,8 @@ def _group_scale_shift(x_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_p
     s2 = tl.sum(tl.load(at + channels, mask=ok, other=0.0), axis=0)
     shift0 = tl.load(x_ptr + image.to(tl.int64) * pixels * channels + cols, mask=col_ok,
                      other=0.0).to(tl.float32)
+    if HAS_ADD:  # x + add has the same spread per channel; only the means move
+        shift0 += tl.load(add_ptr + image * channels + cols, mask=col_ok, other=0.0).to(tl.float32)
     channel_mean = shift0 + s1 / pixels
     channel_m2 = tl.maximum(s2 - s1 * s1 / pixels, 0.0)
     group_mean = tl.sum(tl.where(col_ok, channel_mean, 0.0), axis=0) / group_size
@@ -87,8 +92,9 @@ def _group_scale_shift(x_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_p
 
 
 @triton.jit
-def _scale_shift(x_ptr, y_ptr, scale_ptr, shift_ptr, pixels, channels,
-                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _scale_shift(x_ptr, add_ptr, y_ptr, scale_ptr, shift_ptr, pixels, channels,
+                 HAS_ADD: tl.constexpr, SILU: tl.constexpr, BLOCK_P: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
     pixel_block, channel_block, image = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pixel_block * BLOCK_P + tl.arange(0, BLOCK_P)
     cols = channel_block * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -99,13 +105,23 @@ def _scale_shift(x_ptr, y_ptr, scale_ptr, shift_ptr, pixels, channels,
     values = tl.load(x_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
     scale = tl.load(scale_ptr + image * channels + cols, mask=col_ok, other=0.0)
     shift = tl.load(shift_ptr + image * channels + cols, mask=col_ok, other=0.0)
+    if HAS_ADD:
+        added = tl.load(add_ptr + image * channels + cols, mask=col_ok, other=0.0)
+        values += added.to(tl.float32)[None, :]
     result = values * scale[None, :] + shift[None, :]
+    if SILU:
+        result = result * tl.sigmoid(result)
     tl.store(y_ptr + offsets, result.to(y_ptr.dtype.element_ty), mask=ok)
 
 
 def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
-                    bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """F.group_norm of a 4-D channels-last CUDA tensor, returned channels-last."""
+                    bias: torch.Tensor | None, eps: float, *, add: torch.Tensor | None = None,
+                    silu: bool = False) -> torch.Tensor:
+    """F.group_norm of a 4-D channels-last CUDA tensor, returned channels-last.
+
+    With `add` (batch x channels), normalises x + add[:, :, None, None] without materialising
+    it (a ResNet block's time embedding); with `silu`, applies SiLU to the result.
+    """
     batch, channels, height, width = x.shape
     pixels, group_size = height * width, channels // num_groups
     channel_blocks = triton.cdiv(channels, BLOCK_CHANNELS)
@@ -119,13 +135,17 @@ def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | Non
     scale = torch.empty(batch, channels, device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
     affine = weight is not None and bias is not None
+    if add is not None:
+        add = add.reshape(batch, channels).contiguous()
     _group_scale_shift[(batch, num_groups)](
-        x, sums, weight if affine else scale, bias if affine else shift, scale, shift, pixels,
-        channels, runs, group_size, eps, HAS_AFFINE=affine,
+        x, scale if add is None else add, sums, weight if affine else scale,
+        bias if affine else shift, scale, shift, pixels, channels, runs, group_size, eps,
+        HAS_ADD=add is not None, HAS_AFFINE=affine,
         BLOCK_R=triton.next_power_of_2(runs), BLOCK_G=triton.next_power_of_2(group_size))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     _scale_shift[(triton.cdiv(pixels, BLOCK_PIXELS), channel_blocks, batch)](
-        x, out, scale, shift, pixels, channels, BLOCK_P=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
+        x, scale if add is None else add, out, scale, shift, pixels, channels,
+        HAS_ADD=add is not None, SILU=silu, BLOCK_P=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
     return out
 
 
