@@ -43,7 +43,8 @@ class ModelCache:
     controlnets: dict[Path, Any] = field(default_factory=dict)
     loras: dict[tuple[Path, float], Any] = field(default_factory=dict)  # (path, mtime)
     graphs: GraphCache = field(default_factory=GraphCache)
-    # NHWC lets cuDNN pick its faster fp16 convolution kernels on recent GPUs
+    # NHWC lets cuDNN pick its faster fp16 convolution kernels on recent GPUs; with it come our
+    # channels-last GroupNorm and bias kernels (sd/channels_last.py), without which NHWC is slower
     channels_last: bool = True
     # torch.compile the UNet and ControlNets (fuses their elementwise kernels; compiling takes
     # minutes per shape on first use, so it is opt-in)
@@ -65,11 +66,14 @@ class ModelCache:
         """Memory layout and optional compilation for CUDA; nothing on the CPU."""
         if self.device.type != "cuda":
             return model
-        if self.channels_last:
+        compiled = self.compile_models and compile_it
+        if self.channels_last and compiled:
+            model.to(memory_format=torch.channels_last)  # inductor fuses the norms itself
+        elif self.channels_last:
             from easyphoto_core.sd.channels_last import prepare_channels_last
 
-            prepare_channels_last(model)
-        if self.compile_models and compile_it:
+            prepare_channels_last(model)  # our GroupNorm, conv-bias and ResNet-block kernels
+        if compiled:
             model.forward = torch.compile(model.forward, dynamic=False)
         return model
 
