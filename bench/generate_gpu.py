@@ -217,22 +217,12 @@ def count_syncs(fn) -> int:
 
 
 def plain_modules(models) -> None:
-    """Undo ModelCache's preparation (compile, channels-last, our GroupNorm) for the stock run:
+    """Undo ModelCache's preparation (compile, channels-last, our kernels) for the stock run:
     it runs diffusers' modules as they come."""
-    import torch
-
-    from easyphoto_core.sd.channels_last import ChannelsLastConv2d, ChannelsLastGroupNorm
+    from easyphoto_core.sd.channels_last import restore_plain_modules
 
     for model in models:
-        model.__dict__.pop("forward", None)
-        for module in model.modules():
-            if isinstance(module, ChannelsLastGroupNorm):
-                module.__class__ = torch.nn.GroupNorm
-            if isinstance(module, ChannelsLastConv2d):
-                module.__class__ = torch.nn.Conv2d
-            module.__dict__.pop("_get_output_for_continuous_inputs", None)
-            module.__dict__.pop("forward", None)  # compiled, or a fused ResNet block
-        model.to(memory_format=torch.contiguous_format)
+        restore_plain_modules(model)
 
 
 def main() -> None:

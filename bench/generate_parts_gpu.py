@@ -112,22 +112,16 @@ def set_layout(models, layout: str) -> None:
     import torch
 
     from easyphoto_core.sd.channels_last import (
-        ChannelsLastConv2d,
-        ChannelsLastGroupNorm,
         NhwcKernels,
         group_norm_channels_last,
         prepare_channels_last,
+        restore_plain_modules,
     )
 
     for model in models.values():
-        for module in model.modules():
-            if isinstance(module, ChannelsLastGroupNorm):
-                module.__class__ = torch.nn.GroupNorm
-            if isinstance(module, ChannelsLastConv2d):
-                module.__class__ = torch.nn.Conv2d
-            module.__dict__.pop("_get_output_for_continuous_inputs", None)
-            module.__dict__.pop("forward", None)  # compiled, or a fused ResNet block
-        model.to(memory_format=torch.contiguous_format if layout == "nchw" else torch.channels_last)
+        restore_plain_modules(model)
+        if layout != "nchw":
+            model.to(memory_format=torch.channels_last)
         if layout == "nhwc+ours":
             prepare_channels_last(model)
         elif layout == "nhwc+torchgn":

@@ -187,3 +187,15 @@ def prepare_channels_last(model: torch.nn.Module, *,
         if _is_fusable_resnet(module):
             module.forward = types.MethodType(_fused_resnet_forward, module)
     return model
+
+
+def restore_plain_modules(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo `prepare_channels_last` (and a compiled forward): diffusers' own modules, NCHW."""
+    for module in model.modules():
+        if isinstance(module, ChannelsLastGroupNorm):
+            module.__class__ = torch.nn.GroupNorm
+        elif isinstance(module, ChannelsLastConv2d):
+            module.__class__ = torch.nn.Conv2d
+        module.__dict__.pop("_get_output_for_continuous_inputs", None)
+        module.__dict__.pop("forward", None)  # a fused ResNet block, or torch.compile's
+    return model.to(memory_format=torch.contiguous_format)

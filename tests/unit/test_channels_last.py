@@ -16,6 +16,7 @@ from easyphoto_core.sd.channels_last import (
     ChannelsLastGroupNorm,
     group_norm_channels_last,
     prepare_channels_last,
+    restore_plain_modules,
 )
 from easyphoto_core.sd.loading import read_controlnet_config, read_sd15_configs
 from easyphoto_core.sd.tiny import TINY_CONFIG_DIR, random_model
@@ -132,3 +133,13 @@ def test_conv_without_a_bias_kernel_is_left_to_pytorch():
     assert not any(isinstance(m, ChannelsLastConv2d) for m in model.modules())
     assert all(isinstance(m, ChannelsLastGroupNorm) for m in model.modules()
                if isinstance(m, torch.nn.GroupNorm) and m.weight is not None)
+
+
+def test_restore_plain_modules_undoes_the_preparation():
+    model = _tiny("unet")
+    prepare_channels_last(model)
+    restore_plain_modules(model)
+    assert not any(isinstance(m, (ChannelsLastGroupNorm, ChannelsLastConv2d))
+                   or "forward" in m.__dict__ or "_get_output_for_continuous_inputs" in m.__dict__
+                   for m in model.modules())
+    assert model.conv_in.weight.is_contiguous()
