@@ -27,6 +27,8 @@ class StudioSettings:
     base_model_provider: Callable[[], Path | None] | None = None
     before_training: Callable[[], None] | None = None
     after_training: Callable[[], None] | None = None
+    # In a host: its GenerationBackend (the host's model and ControlNet); None = diffusers
+    generation_backend: Callable[[], Any] | None = None
 
     def current_base_model(self) -> Path | None:
         if self.base_model_provider is not None:

@@ -117,14 +117,22 @@ def start_generation(context: StudioContext, template: np.ndarray, user_ids: lis
 
 
 def portrait_pipeline(context: StudioContext) -> Any:
-    """The portrait pipeline on the diffusers backend, its models cached by the context."""
-    if context.backend_name != "diffusers":
-        raise StudioNotReady("Generation inside the WebUI is not available yet in this "
-                             "version; use the standalone studio (python app.py).")
+    """The portrait pipeline on the host's backend, or on diffusers with models cached by the
+    context."""
+    from easyphoto_core.pipeline.portrait import PortraitPipeline
+
+    if context.settings.generation_backend is not None:
+        backend = context.settings.generation_backend()
+    else:
+        backend = _diffusers_backend(context)
+    return PortraitPipeline(backend=backend, face_models=face_models(context),
+                            workspace=context.workspace)
+
+
+def _diffusers_backend(context: StudioContext) -> Any:
     import torch
 
     from easyphoto_core.pipeline.diffusers_backend import DiffusersBackend, ModelCache
-    from easyphoto_core.pipeline.portrait import PortraitPipeline
 
     if "model_cache" not in context.resources:
         requested = context.settings.device
@@ -133,11 +141,9 @@ def portrait_pipeline(context: StudioContext) -> Any:
         device = torch.device(requested)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         context.resources["model_cache"] = ModelCache(device=device, dtype=dtype)
-    backend = DiffusersBackend(base_model=_base_model(context),
-                               controlnet_dirs=context.settings.controlnet_dirs,
-                               cache=context.resources["model_cache"])
-    return PortraitPipeline(backend=backend, face_models=face_models(context),
-                            workspace=context.workspace)
+    return DiffusersBackend(base_model=_base_model(context),
+                            controlnet_dirs=context.settings.controlnet_dirs,
+                            cache=context.resources["model_cache"])
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:

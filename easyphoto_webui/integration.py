@@ -10,6 +10,7 @@ from easyphoto_app.ui import build_ui
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace
 from easyphoto_webui import host
+from easyphoto_webui.generation import WebuiBackend
 
 
 class WebuiIntegration:
@@ -17,6 +18,7 @@ class WebuiIntegration:
 
     def __init__(self) -> None:
         self._context: StudioContext | None = None
+        self._backend: WebuiBackend | None = None
 
     def context(self) -> StudioContext:
         # Created on first use: settings are only readable once the host has loaded them.
@@ -27,6 +29,7 @@ class WebuiIntegration:
                 base_model_provider=host.current_checkpoint,
                 before_training=host.free_gpu_for_training,
                 after_training=host.restore_gpu_after_training,
+                generation_backend=self._generation_backend,
             )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),
@@ -36,6 +39,14 @@ class WebuiIntegration:
                 settings=settings,
             )
         return self._context
+
+    def _generation_backend(self) -> WebuiBackend:
+        # one backend for the process: it keeps the img2img scripts' default arguments
+        if self._backend is None:
+            folders = host.host_folders()
+            self._backend = WebuiBackend(lora_dir=folders.lora,
+                                         controlnet_dirs=list(folders.controlnet))
+        return self._backend
 
     def on_ui_tabs(self) -> list[tuple[Any, str, str]]:
         return [(build_ui(self.context()), "EasyPhoto", "easyphoto")]

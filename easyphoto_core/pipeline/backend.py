@@ -64,6 +64,23 @@ class InpaintRequest:
 StepCallback = Callable[[int, int], None]
 
 
+def check_lora_base(lora: LoraRef, metadata: dict[str, str]) -> None:
+    """Refuse a LoRA whose metadata says it was trained on something other than SD1.5."""
+    base = metadata.get("ss_base_model_version", "sd_v1")
+    if not base.startswith("sd_v1"):
+        raise BaseModelMismatchError(
+            f"LoRA {lora.name} was trained on {base}, but EasyPhoto generates with an SD1.5 "
+            "model: retrain it on an SD1.5 checkpoint.")
+
+
+def keep_unmasked(original: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`generated` inside the mask (uint8, 255 = repaint; soft edges blend), `original` exactly
+    everywhere else: whatever a backend's sampler did outside the mask is undone."""
+    weight = mask.astype(np.float32)[..., None] / 255.0
+    blended = generated.astype(np.float32) * weight + original.astype(np.float32) * (1 - weight)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
 class GenerationBackend(Protocol):
     name: str
 

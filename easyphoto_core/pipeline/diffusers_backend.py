@@ -22,6 +22,7 @@ from easyphoto_core.pipeline.backend import (
     LoraRef,
     MissingModelError,
     StepCallback,
+    check_lora_base,
 )
 from easyphoto_core.pipeline.sampler import (
     ControlInput,
@@ -142,12 +143,7 @@ class DiffusersBackend:
     def check_lora(self, lora: LoraRef) -> None:
         if not lora.path.is_file():
             raise MissingModelError(f"LoRA {lora.name} not found at {lora.path}: train it first.")
-        lora_file = self.cache.lora(lora.path)
-        base = lora_file.metadata.get("ss_base_model_version", "sd_v1")
-        if not base.startswith("sd_v1"):
-            raise BaseModelMismatchError(
-                f"LoRA {lora.name} was trained on {base}, but EasyPhoto generates with an SD1.5 "
-                "model: retrain it on an SD1.5 checkpoint.")
+        check_lora_base(lora, self.cache.lora(lora.path).metadata)
 
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:

@@ -33,7 +33,7 @@ def host(monkeypatch, tmp_path):
 def _forget_host_modules(monkeypatch):
     # each test gets a fresh host, and our glue must bind to it, not to an earlier one
     for name in list(sys.modules):
-        if name.split(".")[0] in ("modules", "easyphoto_webui"):
+        if name.split(".")[0] in ("modules", "extensions", "easyphoto_webui"):
             monkeypatch.delitem(sys.modules, name)
 
 
@@ -121,3 +121,31 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     assert record["state"] == "done", record["message"]
     assert (tmp_path / "my_loras" / "easyphoto_obama.safetensors").is_file()
     assert sd_models.calls[-2:] == ["unload_model_weights", "send_model_to_device"]
+
+    # then a portrait, painted by the host's img2img with ControlNet units and the LoRA tag
+    from modules import processing
+
+    generate = {"first_diffusion_resolution": 256, "first_diffusion_steps": 4,
+                "second_diffusion_steps": 4, "seed": 5}
+    template = (faces_dir / "biden.jpg").read_bytes()
+    job = client.post("/easyphoto/v1/generate",
+                      data={"user_ids": "obama", "params": json.dumps(generate)},
+                      files={"template": ("biden.jpg", template, "image/jpeg")})
+    assert job.status_code == 200, job.text
+    record = _wait(client, job.json()["id"])
+    assert record["state"] == "done", record["message"]
+    assert len(processing.runs) >= 2  # the first and second diffusion
+    assert all("<lora:easyphoto_obama:" in run["p"].settings["prompt"] for run in processing.runs)
+    assert all(run["lock_held"] and run["units"] for run in processing.runs)
+    assert client.get(f"/easyphoto/v1/jobs/{record['id']}/image").status_code == 200
+
+
+def _wait(client, job_id: str) -> dict:
+    import time
+
+    for _ in range(600):
+        record = client.get(f"/easyphoto/v1/jobs/{job_id}").json()
+        if record["state"] in ("done", "failed", "cancelled"):
+            return record
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish")

@@ -38,3 +38,23 @@ class Options:
 
 
 opts = Options()
+
+
+class State:
+    """Stand-in for modules/shared_state.State: job bookkeeping and the Interrupt button."""
+
+    def __init__(self):
+        self.interrupted, self.job, self.jobs_begun = False, "", []
+
+    def begin(self, job="(unknown)"):
+        self.interrupted, self.job = False, job
+        self.jobs_begun.append(job)
+
+    def end(self):
+        self.job = ""
+
+    def interrupt(self):
+        self.interrupted = True
+
+
+state = State()
