@@ -12,6 +12,7 @@ FORBIDDEN = ("modules", "gradio", "fastapi")
 
 PROBE = """
 import importlib, json, pkgutil, sys
+OPTIONAL = {"triton"}
 loaded = []
 for package_name in ("easyphoto_core", "easyphoto_train"):
     package = importlib.import_module(package_name)
@@ -19,7 +20,12 @@ for package_name in ("easyphoto_core", "easyphoto_train"):
     for info in pkgutil.walk_packages(package.__path__, package_name + "."):
         if info.name.endswith("__main__"):
             continue  # running it would execute the CLI
-        importlib.import_module(info.name)
+        try:
+            importlib.import_module(info.name)
+        except ImportError as error:
+            if error.name not in OPTIONAL:  # GPU-only kernels need triton; nothing else may fail
+                raise
+            continue
         loaded.append(info.name)
 roots = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps({"loaded": loaded, "roots": roots}))
