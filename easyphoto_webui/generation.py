@@ -95,7 +95,7 @@ class WebuiBackend:
         return {
             "prompt": prompt, "negative_prompt": request.negative_prompt,
             "init_images": [Image.fromarray(request.image)],
-            "mask": Image.fromarray(request.mask, mode="L"),  # white = repaint
+            "mask": Image.fromarray(request.mask),  # uint8 H x W: mode L, white = repaint
             "mask_blur": 0,  # our masks come feathered; keep_unmasked blends them
             "inpainting_fill": 1,  # "original": start from the image, as the standalone does
             "inpaint_full_res": False, "denoising_strength": request.denoise,
