@@ -11,8 +11,9 @@ ChannelsLastGroupNorm (Triton kernels where Triton is installed, else two float3
 one fused multiply-add over a free view of the NHWC memory), its convolutions to
 ChannelsLastConv2d where Triton can add their bias (PyTorch's broadcast add is unvectorised),
 each Transformer2DModel returns its output in the layout it got, and each ResNet block runs its
-GroupNorm + SiLU pairs (and its time-embedding add) as one GroupNorm call. Parameters, state-dict keys and results (to rounding) stay the
-same, so loading, LoRA merging and checkpoints do not notice.
+GroupNorm + SiLU pairs (and its time-embedding add) as one GroupNorm call. Parameters, state-dict
+keys and results (to rounding) stay the same, so loading, LoRA merging and checkpoints do not
+notice. `restore_plain_modules(model)` undoes it all.
 """
 
 from __future__ import annotations
