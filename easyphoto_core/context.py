@@ -56,7 +56,7 @@ class StudioContext:
             "version": __version__,
             "backend": self.backend_name,
             "workspace": str(self.workspace.root),
-            "base_model": str(self.settings.base_model or "") or None,
+            "base_model": str(self.settings.current_base_model() or "") or None,  # a host's: now
             **self.host_info,
         }
 

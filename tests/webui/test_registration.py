@@ -106,6 +106,7 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     app = FastAPI()
     script_callbacks.registered["app_started"][-1](None, app)
     client = TestClient(app)
+    assert client.get("/easyphoto/v1/version").json()["base_model"] == str(models.checkpoint)
     params = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 1,
               "validation": False}
     photos = [("photos", (n, (faces_dir / n).read_bytes(), "image/jpeg"))
