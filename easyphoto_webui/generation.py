@@ -74,12 +74,11 @@ class WebuiBackend:
         if self._script_args is None:
             self._script_args = host.img2img_default_script_args()
         image = host.run_img2img(self._settings(request), script_args=self._script_args,
-                                 controlnet=api, units=units, interrupt=interrupt)
+                                 controlnet=api, units=units, interrupt=interrupt,
+                                 progress=callback)
         if image is None:
             raise Interrupted("interrupted in the WebUI")
         generated = np.asarray(image.convert("RGB").resize(request.image.shape[1::-1]))
-        if callback is not None:
-            callback(request.steps, request.steps)
         return keep_unmasked(request.image, generated, request.mask)
 
     def release(self) -> None:

@@ -125,11 +125,14 @@ def img2img_default_script_args() -> list[Any]:
 
 
 def run_img2img(settings: dict[str, Any], *, script_args: list[Any], controlnet: Any,
-                units: list[Any], interrupt: Callable[[], bool] | None) -> Any:
-    """One img2img inpaint on the host's loaded model with ControlNet `units`; the first image.
+                units: list[Any], interrupt: Callable[[], bool] | None,
+                progress: Callable[[int, int], None] | None = None) -> Any:
+    """One img2img inpaint on the host's loaded model with ControlNet `units`; the first image,
+    or None when it was interrupted.
 
     Holds the host's queue lock (its own generations wait), reports through shared.state, and
-    turns our interrupt flag into the host's Interrupt while it runs.
+    while it runs passes the host's sampling step to `progress` and turns our interrupt flag
+    into the host's Interrupt.
     """
     from modules import call_queue, processing, scripts
 
@@ -141,7 +144,7 @@ def run_img2img(settings: dict[str, Any], *, script_args: list[Any], controlnet:
     with call_queue.queue_lock:
         shared.state.begin(job="easyphoto")
         finished = threading.Event()
-        watcher = threading.Thread(target=_watch_interrupt, args=(interrupt, finished),
+        watcher = threading.Thread(target=_watch, args=(interrupt, progress, finished),
                                    daemon=True)
         watcher.start()
         try:
@@ -155,8 +158,14 @@ def run_img2img(settings: dict[str, Any], *, script_args: list[Any], controlnet:
     return processed.images[0]
 
 
-def _watch_interrupt(interrupt: Callable[[], bool] | None, finished: threading.Event) -> None:
-    while interrupt is not None and not finished.wait(0.2):
-        if interrupt():
+def _watch(interrupt: Callable[[], bool] | None, progress: Callable[[int, int], None] | None,
+           finished: threading.Event) -> None:
+    reported = None
+    while not finished.wait(0.2):
+        if interrupt is not None and interrupt() and not shared.state.interrupted:
             shared.state.interrupt()
-            return
+        state = shared.state
+        step = (getattr(state, "sampling_step", 0), getattr(state, "sampling_steps", 0))
+        if progress is not None and step[1] and step != reported:
+            progress(*step)
+            reported = step

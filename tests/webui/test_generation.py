@@ -140,3 +140,12 @@ def test_our_interrupt_presses_the_hosts_interrupt(webui, monkeypatch):
     with pytest.raises(Interrupted):
         backend.inpaint(_request(), interrupt=lambda: flag["set"])
     assert shared.state.interrupted  # the host's sampler was told to stop
+
+
+def test_the_hosts_sampling_steps_reach_our_progress_callback(webui, monkeypatch):
+    backend, _, _ = webui
+    monkeypatch.setenv("STAND_IN_SAMPLER_SECONDS", "1.5")
+    seen = []
+    backend.inpaint(_request(), callback=lambda step, total: seen.append((step, total)))
+    assert len(seen) >= 2 and all(total == 9 for _, total in seen)  # 20 steps x 0.45
+    assert [step for step, _ in seen] == sorted(step for step, _ in seen)

@@ -35,9 +35,14 @@ class StableDiffusionProcessingImg2Img:
 
 def process_images(p):
     # a "slow sampler" (STAND_IN_SAMPLER_SECONDS) checks the Interrupt flag as the host's does
-    deadline = time.monotonic() + float(os.environ.get("STAND_IN_SAMPLER_SECONDS", "0"))
-    while time.monotonic() < deadline and not shared.state.interrupted:
-        time.sleep(0.02)
+    seconds = float(os.environ.get("STAND_IN_SAMPLER_SECONDS", "0"))
+    steps = int(p.settings["steps"] * p.settings["denoising_strength"])
+    shared.state.sampling_steps = steps
+    for step in range(steps if seconds else 0):
+        if shared.state.interrupted:
+            break
+        shared.state.sampling_step = step
+        time.sleep(seconds / steps)
     runs.append({"p": p, "lock_held": call_queue.queue_lock.locked(), "job": shared.state.job,
                  "units": list(getattr(p, "controlnet_units", []))})
     image = np.asarray(p.init_images[0].convert("RGB")).astype(np.int16)

@@ -45,9 +45,11 @@ class State:
 
     def __init__(self):
         self.interrupted, self.job, self.jobs_begun = False, "", []
+        self.sampling_step, self.sampling_steps = 0, 0
 
     def begin(self, job="(unknown)"):
         self.interrupted, self.job = False, job
+        self.sampling_step, self.sampling_steps = 0, 0
         self.jobs_begun.append(job)
 
     def end(self):
