@@ -218,7 +218,8 @@ def kernel_classes(fn, label: str) -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    ops = [e for e in prof.key_averages() if e.self_device_time_total > 0 and e.key.startswith("aten")]
+    ops = [e for e in prof.key_averages()
+           if e.self_device_time_total > 0 and e.key.startswith("aten")]
     print(f"\n{label}: aten ops by GPU time")
     for e in sorted(ops, key=lambda e: -e.self_device_time_total)[:8]:
         print(f"  {e.self_device_time_total / 1e3:7.2f} ms  {e.key} x{e.count}")

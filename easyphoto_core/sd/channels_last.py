@@ -64,7 +64,8 @@ def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Ten
     if bias is not None:
         shift = shift + bias.float()
     scale, shift = scale[:, :, None, None], shift[:, :, None, None]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+    tracked = (t for t in (x, weight, bias) if t is not None)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tracked):
         return (x * scale + shift).to(x.dtype)  # autograd cannot go through out=
     out = torch.empty_like(x, memory_format=torch.channels_last)
     # float32 scale and shift (the shift can be large against the spread); rounded once on write
