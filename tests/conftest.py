@@ -7,6 +7,7 @@ with the path in the reason, when it is absent.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,19 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs() -> None:
+    """Every test starts from the same global random state, so none passes or fails by chance.
+
+    Only libraries a test module has already imported are seeded: tests that need no torch
+    don't pay for importing it.
+    """
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(0)
 
 
 def _shared_folder(*parts: str) -> Path:
