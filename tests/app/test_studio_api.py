@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from PIL import Image  # noqa: E402
 from easyphoto_app.server import create_app  # noqa: E402
 from easyphoto_core.context import StudioContext, StudioSettings  # noqa: E402
 from easyphoto_core.workspace import Workspace  # noqa: E402
+from tests.api_helpers import files_of, wait_for  # noqa: E402
 
 TRAIN = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 2,
          "val_and_checkpointing_steps": 1, "validation": False, "lora_selection": "best"}
@@ -35,20 +35,6 @@ def client(tmp_path_factory, shared_models_dir):
     context = StudioContext(Workspace(tmp_path_factory.mktemp("ws")), "diffusers",
                             settings=settings)
     return TestClient(create_app(context))
-
-
-def wait_for(client, job_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = client.get(f"/easyphoto/v1/jobs/{job_id}").json()
-        if record["state"] in ("done", "failed", "cancelled"):
-            return record
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {record['state']}")
-
-
-def files_of(faces_dir, names):
-    return [("photos", (n, (faces_dir / n).read_bytes(), "image/jpeg")) for n in names]
 
 
 def test_train_then_generate_through_the_api(client, faces_dir):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.api_helpers import files_of, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = Path(__file__).resolve().parent / "stand_in_host"
 
@@ -84,7 +86,6 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     """The real trainer, driven through the A1111 routes, on a tiny checkpoint 'loaded' in the
     stand-in host: the LoRA lands in --lora-dir and the host model leaves the GPU meanwhile."""
     import json
-    import time
 
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
@@ -109,16 +110,11 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     assert client.get("/easyphoto/v1/version").json()["base_model"] == str(models.checkpoint)
     params = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 1,
               "validation": False}
-    photos = [("photos", (n, (faces_dir / n).read_bytes(), "image/jpeg"))
-              for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    photos = files_of(faces_dir, ["obama.jpg", "obama2.jpg", "obama3.jpg"])
     job = client.post("/easyphoto/v1/train", data={"user_id": "obama",
                                                    "params": json.dumps(params)}, files=photos)
     assert job.status_code == 200, job.text
-    for _ in range(600):
-        record = client.get(f"/easyphoto/v1/jobs/{job.json()['id']}").json()
-        if record["state"] in ("done", "failed", "cancelled"):
-            break
-        time.sleep(0.5)
+    record = wait_for(client, job.json()["id"], timeout=300)
     assert record["state"] == "done", record["message"]
     assert (tmp_path / "my_loras" / "easyphoto_obama.safetensors").is_file()
     assert sd_models.calls[-2:] == ["unload_model_weights", "send_model_to_device"]
@@ -133,20 +129,10 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
                       data={"user_ids": "obama", "params": json.dumps(generate)},
                       files={"template": ("biden.jpg", template, "image/jpeg")})
     assert job.status_code == 200, job.text
-    record = _wait(client, job.json()["id"])
+    record = wait_for(client, job.json()["id"], timeout=300)
     assert record["state"] == "done", record["message"]
     assert len(processing.runs) >= 2  # the first and second diffusion
     assert all("<lora:easyphoto_obama:" in run["p"].settings["prompt"] for run in processing.runs)
     assert all(run["lock_held"] and run["units"] for run in processing.runs)
     assert client.get(f"/easyphoto/v1/jobs/{record['id']}/image").status_code == 200
 
-
-def _wait(client, job_id: str) -> dict:
-    import time
-
-    for _ in range(600):
-        record = client.get(f"/easyphoto/v1/jobs/{job_id}").json()
-        if record["state"] in ("done", "failed", "cancelled"):
-            return record
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish")
