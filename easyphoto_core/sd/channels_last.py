@@ -38,6 +38,17 @@ class NhwcKernels:
     add_bias: BiasKernel | None  # None: leave convolutions to PyTorch
 
 
+def _is_nhwc(x: torch.Tensor) -> bool:
+    """A 4-D tensor in channels-last memory (and not also plain contiguous, as 1x1 images are)."""
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _wants_grad(*tensors: torch.Tensor | None) -> bool:
+    """Autograd will need a backward through these: the in-place and Triton paths have none."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
                              bias: torch.Tensor | None, eps: float, *,
                              add: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
@@ -64,8 +75,7 @@ def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Ten
     if bias is not None:
         shift = shift + bias.float()
     scale, shift = scale[:, :, None, None], shift[:, :, None, None]
-    tracked = (t for t in (x, weight, bias) if t is not None)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tracked):
+    if _wants_grad(x, weight, bias):
         return (x * scale + shift).to(x.dtype)  # autograd cannot go through out=
     out = torch.empty_like(x, memory_format=torch.channels_last)
     # float32 scale and shift (the shift can be large against the spread); rounded once on write
@@ -78,13 +88,11 @@ class ChannelsLastGroupNorm(torch.nn.GroupNorm):
     nhwc_kernel: GroupNormKernel = staticmethod(group_norm_channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.dim() == 4 and not x.is_contiguous()
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        if not _is_nhwc(x):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters()))
         # the Triton kernels run on CUDA and have no backward
-        kernel = self.nhwc_kernel if x.is_cuda and not needs_grad else group_norm_channels_last
+        use_nhwc_kernel = x.is_cuda and not _wants_grad(x, self.weight, self.bias)
+        kernel = self.nhwc_kernel if use_nhwc_kernel else group_norm_channels_last
         return kernel(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
@@ -94,12 +102,11 @@ class ChannelsLastConv2d(torch.nn.Conv2d):
     add_bias: BiasKernel | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.add_bias is None or self.bias is None or not x.is_cuda or (
-                torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+        if self.add_bias is None or self.bias is None or not x.is_cuda or _wants_grad(
+                x, self.weight, self.bias):
             return super().forward(x)
         y = self._conv_forward(x, self.weight, None)
-        if y.dim() != 4 or y.is_contiguous() or not y.is_contiguous(
-                memory_format=torch.channels_last):
+        if not _is_nhwc(y):
             return y.add_(self.bias[:, None, None])
         return self.add_bias(y, self.bias)
 
@@ -113,19 +120,13 @@ def fastest_kernels() -> NhwcKernels:
     return NhwcKernels(group_norm=group_norm_nhwc, add_bias=add_channel_bias_)
 
 
-def _is_nhwc_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """A 4-D channels-last activation with no gradient wanted: where the fused forward applies."""
-    return (x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
-
-
 def _fused_resnet_forward(self: Any, input_tensor: torch.Tensor, temb: torch.Tensor | None = None,
                           *args: Any, **kwargs: Any) -> torch.Tensor:
     """ResnetBlock2D.forward for the SD1.5 configuration `_is_fusable_resnet` checks, with each
     GroupNorm fused with the SiLU after it and the time embedding added inside the second
     GroupNorm: two fewer passes over the activation and no broadcast add."""
-    if not _is_nhwc_inference(input_tensor, self.conv1.weight):
+    # the fused forward is for NHWC inference only
+    if not _is_nhwc(input_tensor) or _wants_grad(input_tensor, self.conv1.weight):
         return type(self).forward(self, input_tensor, temb, *args, **kwargs)
     norm1, norm2 = self.norm1, self.norm2
     kernel = norm1.nhwc_kernel if input_tensor.is_cuda else group_norm_channels_last
