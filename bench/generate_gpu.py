@@ -132,34 +132,36 @@ def run_stock(components, controlnets: dict, portraits: int) -> dict:
             "portrait_s": round(np.mean([r["first"] + r["second"] for r in runs]), 4)}
 
 
+def timed(fn, repeat: int = 3) -> float:
+    """Mean seconds of `fn` after one warm-up call, the GPU's work included."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return round((time.perf_counter() - t0) / repeat, 4)
+
+
 def profile_first_pass(backend, lora) -> dict[str, float]:
     """Where a first pass's time goes (each part timed on its own, after warm-up)."""
     import torch
 
-    from easyphoto_core.pipeline.sampler import LatentInpainter
+    with torch.inference_mode():
+        return _profile_parts(backend, lora)
 
-    def timed(fn, repeat: int = 3) -> float:
-        fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        torch.cuda.synchronize()
-        return round((time.perf_counter() - t0) / repeat, 4)
+
+def _profile_parts(backend, lora) -> dict[str, float]:
+    import torch
+
+    from easyphoto_core.pipeline.backend import ControlSpec, InpaintRequest
+    from easyphoto_core.pipeline.sampler import LatentInpainter
 
     components = backend.cache.checkpoint(backend.base_model)
     inpainter = LatentInpainter(components, device=backend.cache.device, dtype=backend.cache.dtype,
                                 graph_cache=backend.cache.graphs)
-    with torch.inference_mode():
-        return _profile_parts(backend, lora, inpainter, timed)
-
-
-def _profile_parts(backend, lora, inpainter, timed) -> dict[str, float]:
-    import torch
-
-    from easyphoto_core.pipeline.backend import ControlSpec, InpaintRequest
-
-    components = backend.cache.checkpoint(backend.base_model)
     image, mask, control = inputs(512)
     controls = [(backend.cache.controlnet(backend.controlnet_path(k)),
                  inpainter.prepare_control(control), WEIGHTS[k]) for k in FIRST["controls"]]

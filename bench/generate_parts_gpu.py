@@ -36,27 +36,21 @@ def build_models(dtype):
 
 
 def graph_time(fn: Callable[[], object], repeat: int = 20) -> float:
-    """Median ms of `repeat` replays of `fn` captured in a CUDA graph."""
+    """Median ms of `repeat` replays of `fn` captured in a CUDA graph (the pipeline's capture)."""
     import torch
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    from easyphoto_core.pipeline.sampler import CapturedCall
+
+    captured = CapturedCall(fn, {})  # keeps its output alive, as the pipeline's do
     times = []
     for _ in range(repeat + 3):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        graph.replay()
+        captured.graph.replay()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    del graph
+    del captured
     return sorted(times[3:])[repeat // 2]
 
 
