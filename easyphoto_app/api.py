@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, UploadFile
@@ -10,14 +12,9 @@ from fastapi.responses import FileResponse
 
 from easyphoto_app.auth import basic_auth_dependency
 from easyphoto_core.context import StudioContext
-from easyphoto_core.jobs import JobNotFound
+from easyphoto_core.jobs import JobNotFound, JobStateError, QueueFull, StoreUnavailable
 
 API_PREFIX = "/easyphoto/v1"
-
-
-def _bad_request(error: Exception) -> HTTPException:
-    """Our errors already say what is wrong and what to do: pass the message on."""
-    return HTTPException(status_code=400, detail=str(error))
 
 
 def _params(model: type, text: str) -> Any:
@@ -33,10 +30,32 @@ def _params(model: type, text: str) -> Any:
 
 
 def _job(context: StudioContext, job_id: str) -> Any:
-    try:
+    with _job_errors():
         return context.jobs.get(job_id)
-    except JobNotFound as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
+
+
+_ERROR_STATUS = ((JobNotFound, 404), (JobStateError, 409), (QueueFull, 429),
+                 (StoreUnavailable, 503), (ValueError, 400), (FileNotFoundError, 400))
+
+
+@contextmanager
+def _job_errors() -> Iterator[None]:
+    """Our errors as HTTP answers with their message (they say what is wrong and what to do):
+    never a bare 500."""
+    try:
+        yield
+    except HTTPException:
+        raise
+    except Exception as error:
+        for error_type, status in _ERROR_STATUS:
+            if isinstance(error, error_type):
+                headers = {"Retry-After": "60"} if status in (429, 503) else None
+                raise HTTPException(status_code=status, detail=str(error),
+                                    headers=headers) from None
+        if isinstance(error, OSError):  # e.g. a read-only or full workspace
+            raise HTTPException(status_code=503, detail=f"The studio cannot write its files: "
+                                f"{error}. Check the workspace folder.") from None
+        raise
 
 
 def add_job_routes(router: APIRouter, context: StudioContext) -> None:
@@ -45,42 +64,57 @@ def add_job_routes(router: APIRouter, context: StudioContext) -> None:
     @router.post("/train", summary="Train a user id from photos (a queued job)")
     async def train(user_id: str = Form(...), params: str = Form("{}"),
                     photos: list[UploadFile] = File(...)) -> dict[str, Any]:
-        from easyphoto_core.preprocess import InputPhoto
         from easyphoto_core.studio import start_training
 
-        try:
-            uploads = [InputPhoto(name=p.filename or f"photo{i}", data=await p.read())
-                       for i, p in enumerate(photos)]
+        with _job_errors():
+            # the uploads are spooled to disk by the server; the job copies them in chunks
+            uploads = [(p.filename or f"photo{i}", p.file) for i, p in enumerate(photos)]
             return start_training(context, user_id, uploads,
                                   _params(TrainParams, params)).to_dict()
-        except (ValueError, FileNotFoundError) as error:
-            raise _bad_request(error) from None
 
     @router.post("/generate", summary="Paint user ids (left to right) into a template")
     async def generate(user_ids: str = Form(..., description="comma-separated, left to right"),
                        params: str = Form("{}"), template: UploadFile = File(...)
                        ) -> dict[str, Any]:
-        from easyphoto_core.images import decode_image
+        from easyphoto_core.images import DecodeLimits, decode_image
         from easyphoto_core.studio import start_generation
 
-        try:
-            image = decode_image(await template.read()).rgb
+        with _job_errors():
+            data = template.file.read(DecodeLimits().max_bytes + 1)
+            if len(data) > DecodeLimits().max_bytes:
+                raise ValueError(f"The template is larger than "
+                                 f"{DecodeLimits().max_bytes >> 20} MB: use a smaller photo.")
+            image = decode_image(data).rgb
+            del data
             ids = [uid.strip() for uid in user_ids.split(",") if uid.strip()]
             return start_generation(context, image, ids,
                                     _params(GenerateParams, params)).to_dict()
-        except (ValueError, FileNotFoundError) as error:
-            raise _bad_request(error) from None
+
+    @router.get("/jobs", summary="Recent and running jobs, newest first")
+    def jobs(limit: int = 50, active: bool = False) -> dict[str, Any]:
+        from easyphoto_core.studio import jobs_overview
+
+        with _job_errors():
+            return {"jobs": jobs_overview(context, limit=limit, active=active)}
 
     @router.get("/jobs/{job_id}", summary="A job's state, progress and result")
     def job(job_id: str) -> dict[str, Any]:
         return _job(context, job_id).to_dict()
 
-    @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued or running job")
+    @router.post("/jobs/{job_id}/cancel", summary="Cancel a queued, running or interrupted job")
     def cancel(job_id: str) -> dict[str, Any]:
-        try:
-            return context.jobs.cancel(job_id).to_dict()
-        except JobNotFound as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
+        with _job_errors():
+            return context.jobs.cancel(job_id, by="a request to the API").to_dict()
+
+    @router.post("/jobs/{job_id}/resume",
+                 summary="Queue an interrupted, cancelled or failed job again (a training "
+                         "continues from its last checkpoint)")
+    def resume(job_id: str) -> dict[str, Any]:
+        from easyphoto_core.studio import attach
+
+        with _job_errors():
+            attach(context)
+            return context.jobs.resume(job_id).to_dict()
 
     @router.get("/jobs/{job_id}/image", summary="The portrait of a finished generate job")
     def image(job_id: str) -> FileResponse:
@@ -114,4 +148,9 @@ def build_router(context: StudioContext, *, credentials: dict[str, str]) -> APIR
 
 
 def register_routes(app: FastAPI, context: StudioContext, *, credentials: dict[str, str]) -> None:
+    """Our routes on `app`; also starts the job queue's worker, so jobs queued before a restart
+    run (in a host: as soon as it has started)."""
+    from easyphoto_core.studio import attach
+
     app.include_router(build_router(context, credentials=credentials))
+    attach(context)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import suppress
@@ -18,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-LORA_PREFIX = "easyphoto_"
-FILE_MODE = 0o644  # mkstemp makes 0600 files; the host (another user, a web server) must read them  # LoRA file stem = prefix + user id, so our files are easy to spot
+LORA_PREFIX = "easyphoto_"  # LoRA file stem = prefix + user id, so our files are easy to spot
+FILE_MODE = 0o644  # mkstemp makes 0600 files; the host (another user, a web server) must read them
+# Names Windows reserves for devices in every folder ("CON", "nul", "COM1"...): such a folder
+# cannot be created there, and a workspace may move between systems.
+WINDOWS_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{kind}{n}" for kind in ("COM", "LPT") for n in range(1, 10)])
+STAGING_PREFIX = ".train-"  # a re-training builds everything in <user>/.train-<job>/ first
+COMMIT_MARKER = ".commit"
 
 
 class UserIdError(ValueError):
@@ -31,6 +38,9 @@ def validate_user_id(user_id: object) -> str:
     if not isinstance(user_id, str):
         raise UserIdError(f"User id must be text, got {type(user_id).__name__}.")
     if USER_ID_PATTERN.fullmatch(user_id):
+        if user_id.upper() in WINDOWS_DEVICE_NAMES:
+            raise UserIdError(f"User id {user_id!r} is a name Windows reserves for a device "
+                              "(CON, PRN, AUX, NUL, COM1-9, LPT1-9): pick another id.")
         return user_id
     if not user_id:
         problem = "is empty"
@@ -99,6 +109,19 @@ class UserFiles:
     def is_trained(self) -> bool:
         return self.lora_file.is_file() and self.reference_photo.is_file()
 
+    def staging(self, job_id: str) -> UserFiles:
+        """Where a training builds this user's next dataset, checkpoints and LoRA, beside the
+        current ones (swapped in by `commit_training` only when it succeeds)."""
+        if not re.fullmatch(r"[0-9A-Za-z_-]{1,40}", job_id):
+            raise ValueError(f"bad staging name {job_id!r}")
+        return UserFiles(self.user_id, self.root / f"{STAGING_PREFIX}{job_id}")
+
+    def trained_items(self) -> tuple[str, ...]:
+        """What a training produces, as names inside the user's folder; a commit replaces all of
+        them together (one left from the previous training would not match the new LoRA)."""
+        return ("dataset", "checkpoints", "validation", self.lora_file.name, "reference.png",
+                "face_id.png", "training_report.json")
+
 
 class Workspace:
     """The folder holding every user id's files: `<root>/users/<user_id>/...`."""
@@ -112,6 +135,26 @@ class Workspace:
 
     def user(self, user_id: str) -> UserFiles:
         return UserFiles(validate_user_id(user_id), self.users_dir / user_id)
+
+    def new_user(self, user_id: str) -> UserFiles:
+        """`user(user_id)` for a training: refuses an id that differs only by case from an
+        existing one (on Windows and macOS both would be one folder)."""
+        user = self.user(user_id)
+        twin = self.case_twin(user.user_id)
+        if twin is not None:
+            raise UserIdError(f"User id {user_id!r} differs only by case from the existing user "
+                              f"{twin!r} (on Windows and macOS they would be one folder): use "
+                              f"{twin!r} to re-train that user, or pick another id.")
+        return user
+
+    def case_twin(self, user_id: str) -> str | None:
+        """An existing user id equal to `user_id` ignoring case but spelled differently."""
+        if not self.users_dir.is_dir():
+            return None
+        for path in self.users_dir.iterdir():
+            if path.name.lower() == user_id.lower() and path.name != user_id:
+                return path.name
+        return None
 
     def user_ids(self) -> list[str]:
         """User ids with a folder in this workspace, sorted; folders with invalid names ignored."""
@@ -165,3 +208,64 @@ def atomic_save_with(path: str | os.PathLike[str], save: Callable[[Path], None])
 def _remove_quietly(path: str | os.PathLike[str]) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
+
+
+# --- transactional re-training ------------------------------------------------------------------
+
+
+def commit_training(user: UserFiles, staging: UserFiles) -> None:
+    """Swap a finished training's files (in `staging`) in place of the user's current ones.
+
+    A marker listing what the new training has is written first; from then on the swap only
+    goes forward, and `recover_commits` finishes it after a crash. Before the marker, the current
+    files are untouched whatever happens.
+    """
+    present = [name for name in user.trained_items() if (staging.root / name).exists()]
+    atomic_write_json(staging.root / COMMIT_MARKER, {"present": present})
+    _finish_commit(user, staging.root)
+
+
+def recover_commits(user: UserFiles) -> bool:
+    """Finish a commit a crash interrupted (True if there was one)."""
+    found = False
+    if user.root.is_dir():
+        for staging in sorted(user.root.glob(f"{STAGING_PREFIX}*")):
+            if (staging / COMMIT_MARKER).is_file():
+                _finish_commit(user, staging)
+                found = True
+    return found
+
+
+def discard_staging(user: UserFiles, keep: str | None = None) -> None:
+    """Remove staging folders of older trainings of `user` (all but `keep`)."""
+    if user.root.is_dir():
+        for staging in user.root.glob(f"{STAGING_PREFIX}*"):
+            if staging.name != keep:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish_commit(user: UserFiles, staging: Path) -> None:
+    present = set(json.loads((staging / COMMIT_MARKER).read_text(encoding="utf-8"))["present"])
+    trash = user.root / f".old-{staging.name}"
+    trash.mkdir(exist_ok=True)
+    for name in user.trained_items():
+        new, current = staging / name, user.root / name
+        if name in present and not new.exists():
+            continue  # moved in before the crash
+        if current.exists() or current.is_symlink():
+            parked = trash / name
+            if parked.exists():
+                _remove_path(parked)
+            os.replace(current, parked)
+        if name in present:
+            os.replace(new, current)
+    (staging / COMMIT_MARKER).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

@@ -1,17 +1,28 @@
-"""Cancellation: SIGTERM or a cancel file, checked once per optimizer step."""
+"""Cancellation: SIGTERM, a cancel file, or the parent going away; checked once per step."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
+# After the parent is gone, the step in progress may finish and the run stops at the next check;
+# a run stuck longer than this (a hung kernel, a long validation) exits anyway.
+PARENT_GONE_GRACE_SECONDS = 120.0
+
 
 class CancelToken:
-    """Set by SIGTERM/SIGINT or by the existence of `cancel_file`; the loop polls `requested`."""
+    """Set by SIGTERM/SIGINT, by `cancel_file` (one older than `not_before` is a stale request
+    from an earlier run and is ignored), or by `watch_parent` when our stdin closes."""
 
-    def __init__(self, cancel_file: Path | None = None) -> None:
+    def __init__(self, cancel_file: Path | None = None, *, not_before: float | None = None
+                 ) -> None:
         self.cancel_file = cancel_file
+        self.not_before = not_before
+        self.reason = ""
         self._signalled = False
 
     def install_signal_handlers(self) -> None:
@@ -20,7 +31,40 @@ class CancelToken:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signalled = True
+        self.reason = self.reason or f"signal {signal.Signals(signum).name}"
+
+    def watch_parent(self, exit_code: int) -> None:
+        """Stop when the process that started us dies: it holds our stdin's other end, which
+        the OS closes however it dies. Then exit for good after PARENT_GONE_GRACE_SECONDS."""
+
+        def watch() -> None:
+            # os.read on the descriptor, not sys.stdin: a daemon thread blocked inside the
+            # buffered reader aborts the interpreter at exit (it cannot take the reader's lock)
+            fd = sys.stdin.fileno() if sys.stdin is not None else None
+            try:
+                while fd is not None and os.read(fd, 1):
+                    pass  # the parent writes nothing; EOF (b"") means it is gone
+            except OSError:
+                pass
+            self._signalled = True
+            self.reason = "the process that started the training is gone"
+            timer = threading.Timer(PARENT_GONE_GRACE_SECONDS, os._exit, args=(exit_code,))
+            timer.daemon = True
+            timer.start()
+
+        threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
     @property
     def requested(self) -> bool:
-        return self._signalled or bool(self.cancel_file and self.cancel_file.exists())
+        if self._signalled:
+            return True
+        if self.cancel_file is None:
+            return False
+        try:
+            modified = self.cancel_file.stat().st_mtime
+        except OSError:
+            return False
+        if self.not_before is not None and modified < self.not_before - 1.0:
+            return False  # left over from before this run (1 s: coarse file-system clocks)
+        self.reason = self.reason or "a cancel request"
+        return True

@@ -7,7 +7,9 @@ One JSON object per line, always with "event" and "time"; the core (jobs, UI, CL
   validation  {"step", "scores": [...], "mean_score", "images": [...]}
   done        {"lora_path", "lora_copies", "selected", "score", "fusion_error", "seconds"}
   cancelled   {"step", "checkpoint"}
-  error       {"kind", "message", "hint"}
+  error       {"kind", "message", "hint"}; kind "bad_config" (the job file: the message names
+              the field), "bad_input", "environment" (a package does not import: the message
+              names it and the error, the hint is the fix), "out_of_memory", or "crash"
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class EventWriter:
     """Writes one JSON object per line and flushes, so a parent process sees progress at once."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stdout
+        self.stream: TextIO | None = stream or sys.stdout
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        self.stream.write(json.dumps(record, default=str) + "\n")
-        self.stream.flush()
+        if self.stream is None:
+            return record
+        try:
+            self.stream.write(json.dumps(record, default=str) + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            # the reader is gone (its process died): keep training to the next stop, silently
+            self.stream = None
         return record
 
 

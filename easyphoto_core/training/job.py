@@ -1,8 +1,15 @@
-"""The training job file (`python -m easyphoto_train --config JOB.json`), written by the core."""
+"""The training job file (`python -m easyphoto_train --config JOB.json`), written by the core.
+
+`parse_job` is the one schema of that file: unknown fields, wrong types, a device that is not
+auto/cpu/mps/cuda[:N], Lora folders that are not existing absolute folders, or (with
+"workspace") an output, dataset or cancel path outside the workspace are each a JobError naming
+the field; the trainer answers them with exit code 2 and a `bad_config` event.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ class TrainJob:
     cancel_file: Path | None = None
     resume: bool = False
     weights_dir: Path | None = None  # face models for validation (None = the default folders)
+    workspace: Path | None = None  # when set, every path the run writes must be inside it
+    not_before: float | None = None  # a cancel file older than this (a stale one) is ignored
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,6 +58,8 @@ class TrainJob:
             "cancel_file": str(self.cancel_file) if self.cancel_file else None,
             "resume": self.resume,
             "weights_dir": str(self.weights_dir) if self.weights_dir else None,
+            "workspace": str(self.workspace) if self.workspace else None,
+            "not_before": self.not_before,
             "extra": self.extra,
         }
 
@@ -56,41 +67,150 @@ class TrainJob:
         atomic_write_json(path, self.to_dict())
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
+JOB_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir", "params", "device",
+              "lora_copy_dirs", "cancel_file", "resume", "weights_dir", "workspace",
+              "not_before", "extra")
+
+
 def load_job(path: Path) -> TrainJob:
-    """Read and validate a job file; every problem is a JobError naming the file."""
+    """Read and check a job file against one schema (types, ranges, where paths may point);
+    every problem is a JobError naming the file and the field."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise JobError(f"Cannot read training job {path}: {error}") from None
-    if not isinstance(raw, dict):
-        raise JobError(f"Training job {path} must be a JSON object.")
-    missing = [key for key in ("user_id", "base_model", "dataset_dir", "output_dir") if key not in raw]
-    if missing:
-        raise JobError(f"Training job {path} lacks {', '.join(missing)}.")
     try:
-        return TrainJob(
-            user_id=validate_user_id(raw["user_id"]),
-            base_model=Path(raw["base_model"]),
-            dataset_dir=Path(raw["dataset_dir"]),
-            output_dir=Path(raw["output_dir"]),
-            params=parse_params(TrainParams, raw.get("params") or {}),
-            device=str(raw.get("device") or "auto"),
-            lora_copy_dirs=tuple(Path(p) for p in raw.get("lora_copy_dirs") or ()),
-            cancel_file=Path(raw["cancel_file"]) if raw.get("cancel_file") else None,
-            resume=bool(raw.get("resume", False)),
-            weights_dir=Path(raw["weights_dir"]) if raw.get("weights_dir") else None,
-            extra=dict(raw.get("extra") or {}),
-        )
-    except ValueError as error:  # UserIdError, ParamsError
+        return parse_job(raw)
+    except JobError as error:
         raise JobError(f"Training job {path}: {error}") from None
+
+
+def parse_job(raw: Any) -> TrainJob:
+    if not isinstance(raw, dict):
+        raise JobError("must be a JSON object.")
+    unknown = sorted(set(raw) - set(JOB_FIELDS))
+    if unknown:
+        raise JobError(f"unknown field {unknown[0]!r} (the fields are {', '.join(JOB_FIELDS)}).")
+    missing = [key for key in ("user_id", "base_model", "dataset_dir", "output_dir")
+               if raw.get(key) is None]
+    if missing:
+        raise JobError(f"field {missing[0]!r} is missing.")
+    try:
+        user_id = validate_user_id(raw["user_id"])
+    except ValueError as error:
+        raise JobError(f"field 'user_id': {error}") from None
+    workspace = _dir_field(raw, "workspace", must_exist=True)
+    output_dir = _path_field(raw, "output_dir", absolute=True)
+    dataset_dir = _dir_field(raw, "dataset_dir", must_exist=True)
+    cancel_file = _path_field(raw, "cancel_file", absolute=True)
+    _inside("output_dir", output_dir, workspace, "workspace")
+    _inside("dataset_dir", dataset_dir, workspace, "workspace")
+    _inside("cancel_file", cancel_file, workspace or output_dir,
+            "workspace" if workspace else "output_dir")
+    base_model = _path_field(raw, "base_model")
+    if not base_model.is_file():
+        raise JobError(f"field 'base_model': {base_model} is not a file.")
+    return TrainJob(
+        user_id=user_id, base_model=base_model, dataset_dir=dataset_dir, output_dir=output_dir,
+        params=_params_field(raw.get("params")), device=_device_field(raw.get("device", "auto")),
+        lora_copy_dirs=_lora_dirs_field(raw.get("lora_copy_dirs", [])), cancel_file=cancel_file,
+        resume=_typed(raw, "resume", bool, False, "true or false"),
+        weights_dir=_dir_field(raw, "weights_dir", must_exist=True), workspace=workspace,
+        not_before=_number_field(raw, "not_before"),
+        extra=_typed(raw, "extra", dict, {}, "an object"),
+    )
+
+
+def _typed(raw: dict[str, Any], name: str, kind: type, default: Any, words: str) -> Any:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise JobError(f"field {name!r} must be {words}, got {_shown(value)}.")
+    return value
+
+
+def _shown(value: Any) -> str:
+    kind = {str: "text", bool: "true/false", int: "a number", float: "a number",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return f"{kind} {json.dumps(value)[:60]}"
+
+
+def _path_field(raw: dict[str, Any], name: str, *, absolute: bool = False) -> Path | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise JobError(f"field {name!r} must be a path (text), got {_shown(value)}.")
+    path = Path(value).expanduser()
+    if absolute and not path.is_absolute():
+        raise JobError(f"field {name!r} must be an absolute path, got {value!r}.")
+    return path.resolve()
+
+
+def _dir_field(raw: dict[str, Any], name: str, *, must_exist: bool) -> Path | None:
+    path = _path_field(raw, name)
+    if path is not None and must_exist and not path.is_dir():
+        raise JobError(f"field {name!r}: {path} is not a folder.")
+    return path
+
+
+def _inside(name: str, path: Path | None, root: Path | None, root_name: str) -> None:
+    if path is None or root is None:
+        return
+    if path != root and root not in path.parents:
+        raise JobError(f"field {name!r}: {path} is outside the {root_name} ({root}).")
+
+
+def _params_field(value: Any) -> TrainParams:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise JobError(f"field 'params' must be an object, got {_shown(value)}.")
+    try:
+        return parse_params(TrainParams, value)
+    except ValueError as error:
+        raise JobError(f"field 'params': {error}") from None
+
+
+def _device_field(value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise JobError(f"field 'device' must be auto, cpu, mps, cuda or cuda:N, got "
+                       f"{_shown(value)}.")
+    return value
+
+
+def _lora_dirs_field(value: Any) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise JobError(f"field 'lora_copy_dirs' must be a list of folders, got {_shown(value)}.")
+    folders = []
+    for item in value:
+        path = Path(item).expanduser()
+        if not path.is_absolute() or not path.is_dir():
+            raise JobError(f"field 'lora_copy_dirs': {item!r} is not an existing folder given "
+                           "by an absolute path.")
+        folders.append(path.resolve())
+    return tuple(folders)
+
+
+def _number_field(raw: dict[str, Any], name: str) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise JobError(f"field {name!r} must be a number, got {_shown(value)}.")
+    return float(value)
 
 
 def job_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",
                  lora_copy_dirs: tuple[Path, ...] = (), resume: bool = False,
-                 weights_dir: Path | None = None) -> TrainJob:
+                 weights_dir: Path | None = None, workspace: Path | None = None,
+                 not_before: float | None = None) -> TrainJob:
     """The job that trains `user` from their preprocessed dataset (preprocess runs first)."""
     return TrainJob(
         user_id=user.user_id, base_model=Path(base_model), dataset_dir=user.dataset_dir,
         output_dir=user.root, params=params, device=device, lora_copy_dirs=lora_copy_dirs,
         cancel_file=user.jobs_dir / "train.cancel", resume=resume, weights_dir=weights_dir,
+        workspace=workspace, not_before=not_before,
     )
