@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class StudioSettings:
     base_model_provider: Callable[[], Path | None] | None = None
     before_training: Callable[[], None] | None = None
     after_training: Callable[[], None] | None = None
+    # In a host: wraps a whole training job (given its JobHandle), e.g. to hand the GPU over,
+    # show the job in the host's progress and turn the host's Interrupt into a cancel
+    training_session: Callable[[Any], AbstractContextManager[None]] | None = None
     # In a host: its GenerationBackend (the host's model and ControlNet); None = diffusers
     generation_backend: Callable[[], Any] | None = None
 

@@ -1,10 +1,10 @@
-"""Generation inside AUTOMATIC1111: the GenerationBackend over the host.
+"""Generation inside the WebUI (AUTOMATIC1111 or Forge): the GenerationBackend over the host.
 
-The host's loaded SD model paints through `modules.processing` (img2img inpaint, "original"
-masked content), ControlNet through sd-webui-controlnet's `external_code` with our own drawn
-control images (module "none": no preprocessor downloads), and the user's LoRA through the
+The host's SD model paints through `modules.processing` (img2img inpaint, "original" masked
+content), ControlNet through the host's ControlNet (sd-webui-controlnet, or Forge's built-in
+one) with our own drawn control images and no preprocessor, and the user's LoRA through the
 prompt's `<lora:name:weight>` tag, which the host's built-in Lora loader applies. HOST.md has the
-verified facts; every `modules.*` access goes through host.py.
+verified facts; every `modules.*` access goes through host.py and hosts.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from easyphoto_core.jobs import JobCancelled
 from easyphoto_core.pipeline.backend import (
     CONTROLNET_MODELS,
     InpaintRequest,
@@ -24,9 +25,8 @@ from easyphoto_core.pipeline.backend import (
     check_lora_base,
     keep_unmasked,
 )
-from easyphoto_core.pipeline.sampler import Interrupted
 from easyphoto_core.workspace import atomic_save_with
-from easyphoto_webui import host
+from easyphoto_webui import host, hosts
 
 SAMPLER = "DPM++ 2M"  # with the Karras schedule: the standalone backend's sampler
 SCHEDULER = "Karras"
@@ -37,9 +37,10 @@ class ControlNetSetupError(ValueError):
 
 
 class WebuiBackend:
-    name = "a1111"
-
-    def __init__(self, *, lora_dir: Path, controlnet_dirs: list[Path]) -> None:
+    def __init__(self, *, lora_dir: Path, controlnet_dirs: list[Path],
+                 webui: hosts.Host | None = None) -> None:
+        self.host = webui or hosts.detect()
+        self.name = self.host.name
         self.lora_dir = Path(lora_dir)
         self.controlnet_dirs = [Path(d) for d in controlnet_dirs]
         # every img2img script's defaults; building them runs each script's UI, so once
@@ -62,7 +63,8 @@ class WebuiBackend:
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:
         api = self._controlnet_api()
-        units = [self._unit(api, control) for control in request.controls]
+        units = [api.unit(model=self._model_name(api, control.kind), weight=control.weight,
+                          image=control.image) for control in request.controls]
         limit = host.controlnet_unit_limit()
         if len(units) > limit:
             raise ControlNetSetupError(
@@ -73,12 +75,14 @@ class WebuiBackend:
             self.check_lora(request.lora)
         if self._script_args is None:
             self._script_args = host.img2img_default_script_args()
-        image = host.run_img2img(self._settings(request), script_args=self._script_args,
-                                 controlnet=api, units=units, interrupt=interrupt,
-                                 progress=callback)
-        if image is None:
-            raise Interrupted("interrupted in the WebUI")
-        generated = np.asarray(image.convert("RGB").resize(request.image.shape[1::-1]))
+        run = host.run_img2img(self._settings(request), script_args=self._script_args,
+                               host=self.host, controlnet=api, units=units,
+                               interrupt=interrupt, progress=callback)
+        if run.stopped_by == "easyphoto":
+            raise JobCancelled("cancelled")
+        if run.stopped_by == "host":
+            raise JobCancelled(f"stopped by {host.HOST_INTERRUPT}")
+        generated = np.asarray(run.image.convert("RGB").resize(request.image.shape[1::-1]))
         return keep_unmasked(request.image, generated, request.mask)
 
     def release(self) -> None:
@@ -104,36 +108,34 @@ class WebuiBackend:
             "override_settings": {},
         }
 
-    def _controlnet_api(self) -> Any:
-        api = host.controlnet_api()
+    def _controlnet_api(self) -> hosts.ControlNet:
+        api = self.host.controlnet()
         if api is None:
             stems = ", ".join(sorted(set(CONTROLNET_MODELS.values())))
             raise MissingModelError(
-                "Generating in the WebUI needs the sd-webui-controlnet extension: install it "
-                "from Extensions → Available (Mikubill/sd-webui-controlnet), restart the WebUI, "
-                f"and put the ControlNet 1.1 models ({stems}) into models/ControlNet.")
+                f"{self.host.controlnet_missing()} Then put the ControlNet 1.1 models ({stems}) "
+                "into models/ControlNet.")
         return api
 
     def _model_name(self, api: Any, kind: str) -> str:
         """The host's name for the model of `kind` ("stem [hash]"); the exact stem first, else
         the shortest that starts with it (e.g. ..._fp16)."""
         stem = CONTROLNET_MODELS[kind]
-        names = [n for n in api.get_models() if n.split(" [")[0].startswith(stem)]
+        names = self._names_for(api, stem, refresh=False) or self._names_for(api, stem,
+                                                                             refresh=True)
         if not names:
             folders = ", ".join(str(d) for d in self.controlnet_dirs)
             raise MissingModelError(
                 f"ControlNet model {stem} (needed for {kind}) is not among the WebUI's "
                 f"ControlNet models: put {stem}.safetensors (or {stem}_fp16.safetensors) into "
-                f"{folders}, or run `python -m easyphoto_core download {stem}` there, then "
-                "refresh the model list in the ControlNet panel.")
+                f"{folders}, or run `python -m easyphoto_core download {stem}` there.")
         exact = [n for n in names if n.split(" [")[0] == stem]
         return (exact or sorted(names, key=len))[0]
 
-    def _unit(self, api: Any, control: Any) -> Any:
-        return api.ControlNetUnit(
-            enabled=True, module="none", model=self._model_name(api, control.kind),
-            weight=control.weight, image=control.image, resize_mode="Just Resize",
-            control_mode="Balanced", pixel_perfect=False)
+    @staticmethod
+    def _names_for(api: hosts.ControlNet, stem: str, *, refresh: bool) -> list[str]:
+        # a model put in the folder after start-up is found by the host's refresh
+        return [n for n in api.model_names(refresh=refresh) if n.split(" [")[0].startswith(stem)]
 
     def _install_lora(self, lora: LoraRef) -> None:
         """The host loads prompt LoRAs from its Lora folder by name: put the file there (the

@@ -1,20 +1,23 @@
-"""What EasyPhoto reads from the AUTOMATIC1111 host: folders, credentials, options.
+"""What EasyPhoto uses of its host, AUTOMATIC1111 or Forge: folders, credentials, options,
+img2img runs and the host's progress; what differs between the two lives in hosts.py.
 
-Only this package imports `modules.*`; every access is a small function so the stand-in host in
-tests/webui covers exactly what we use.
+Only this package imports `modules.*`; every access is a small function so the stand-in hosts
+in tests/webui cover exactly what we use.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modules import paths, shared
+
+from easyphoto_webui import hosts
 
 SETTINGS_SECTION = ("easyphoto", "EasyPhoto")
 
@@ -39,9 +42,18 @@ def host_folders() -> HostFolders:
     return HostFolders(models, lora, tuple(controlnet), Path(outdir))
 
 
-def api_auth() -> str | None:
-    """The host's --api-auth ("user:pass,..."), which our routes enforce themselves."""
-    return getattr(shared.cmd_opts, "api_auth", None)
+def route_credentials() -> str:
+    """Who may call the routes we add: the host's --api-auth and --gradio-auth (and
+    --gradio-auth-path) users, as "user:pass,...". The host protects neither kind of route
+    added in on_app_started (HOST.md), so we check these ourselves; empty = the host is open."""
+    opts = shared.cmd_opts
+    items = [getattr(opts, "api_auth", None) or "", getattr(opts, "gradio_auth", None) or ""]
+    auth_path = getattr(opts, "gradio_auth_path", None)
+    if auth_path:
+        # A1111 reads the same file (one or more "user:pass" per line, comma-separated)
+        text = Path(auth_path).read_text(encoding="utf-8")
+        items += [line.strip() for line in text.splitlines()]
+    return ",".join(item for item in items if item)
 
 
 def workspace_root() -> Path:
@@ -60,42 +72,6 @@ def add_settings() -> None:
             "", "EasyPhoto workspace folder (empty = outputs/easyphoto)", section=SETTINGS_SECTION
         ),
     )
-
-
-def current_checkpoint() -> Path | None:
-    """The checkpoint file the host has loaded (the trainer loads the same file)."""
-    model = getattr(shared, "sd_model", None)
-    info = getattr(model, "sd_checkpoint_info", None)
-    return Path(info.filename) if info is not None and info.filename else None
-
-
-def free_gpu_for_training() -> None:
-    """Move the host's model to the CPU so the training subprocess has the GPU (HOST.md)."""
-    from modules import sd_models
-
-    sd_models.unload_model_weights()
-
-
-def restore_gpu_after_training() -> None:
-    from modules import sd_models
-
-    sd_models.send_model_to_device(shared.sd_model)
-
-
-def controlnet_api() -> Any | None:
-    """sd-webui-controlnet's `external_code` module, found among the active extensions (its
-    folder name varies), or None when it is not installed."""
-    from modules import extensions
-
-    for extension in extensions.active():
-        if "controlnet" not in extension.name.lower():
-            continue
-        package = Path(extension.path).parent.name  # "extensions" (or "extensions-builtin")
-        try:
-            return importlib.import_module(f"{package}.{extension.name}.scripts.external_code")
-        except ImportError:
-            continue
-    return None
 
 
 def controlnet_unit_limit() -> int:
@@ -124,15 +100,82 @@ def img2img_default_script_args() -> list[Any]:
     return script_args
 
 
-def run_img2img(settings: dict[str, Any], *, script_args: list[Any], controlnet: Any,
-                units: list[Any], interrupt: Callable[[], bool] | None,
-                progress: Callable[[int, int], None] | None = None) -> Any:
-    """One img2img inpaint on the host's loaded model with ControlNet `units`; the first image,
-    or None when it was interrupted.
 
-    Holds the host's queue lock (its own generations wait), reports through shared.state, and
-    while it runs passes the host's sampling step to `progress` and turns our interrupt flag
-    into the host's Interrupt.
+
+class ControlNetNotApplied(RuntimeError):
+    """The host's ControlNet did not apply a unit we gave it; the message says why."""
+
+
+@dataclass
+class Img2ImgResult:
+    image: Any | None  # the first image; None when the run was stopped
+    stopped_by: str | None = None  # "easyphoto" (our cancel) or "host" (its Interrupt)
+
+
+class _ControlNetGuard:
+    """Both hosts log and swallow an exception raised in a script and paint on without it, so
+    a portrait would come out "done" but without ControlNet. For one run, this wraps the
+    phases of ControlNet's script, keeps the first error, and presses the host's Interrupt so
+    that it does not paint a useless image."""
+
+    def __init__(self, script: Any, phases: tuple[str, ...]) -> None:
+        self.script, self.phases = script, phases
+        self.ran: set[str] = set()
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> _ControlNetGuard:
+        for name in self.phases:
+            setattr(self.script, name, self._guarded(name, getattr(self.script, name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.phases:
+            self.script.__dict__.pop(name, None)  # the class's own method again
+
+    def _guarded(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = method(*args, **kwargs)
+            except Exception as error:
+                if self.error is None:
+                    self.error = error
+                    shared.state.interrupt()
+                raise  # the host reports it in its console as usual
+            self.ran.add(name)
+            return result
+
+        return call
+
+    def check(self, p: Any, count: int) -> None:
+        """Raise unless every phase ran cleanly and ControlNet recorded all `count` units."""
+        if self.error is not None:
+            raise ControlNetNotApplied(
+                f"The WebUI's ControlNet failed on this pass ({type(self.error).__name__}: "
+                f"{self.error}), so no portrait was painted without it. Its full message is "
+                "in the WebUI's console.")
+        missing = [name for name in self.phases if name not in self.ran]
+        if missing:
+            raise ControlNetNotApplied(
+                f"The WebUI's ControlNet did not run on this pass ({', '.join(missing)} never "
+                "ran), so no portrait was painted without it: check that ControlNet is enabled "
+                "for img2img.")
+        # both ControlNets record each unit they take as "ControlNet <i>" in the infotext
+        params = getattr(p, "extra_generation_params", {}) or {}
+        applied = sum(f"ControlNet {i}" in params for i in range(count))
+        if applied < count:
+            raise ControlNetNotApplied(
+                f"The WebUI's ControlNet applied {applied} of the {count} control units of "
+                "this pass, so no portrait was painted without them: see the WebUI's console.")
+
+
+def run_img2img(settings: dict[str, Any], *, script_args: list[Any], host: Any,
+                controlnet: Any, units: list[Any], interrupt: Callable[[], bool] | None,
+                progress: Callable[[int, int], None] | None = None) -> Img2ImgResult:
+    """One img2img inpaint on the host's model with ControlNet `units`.
+
+    Holds the host's queue lock (its own generations wait), reports through shared.state,
+    passes the host's sampling step to `progress`, turns our interrupt flag into the host's
+    Interrupt, and fails when ControlNet did not apply every unit.
     """
     from modules import call_queue, processing, scripts
 
@@ -140,22 +183,30 @@ def run_img2img(settings: dict[str, Any], *, script_args: list[Any], controlnet:
     p.is_api = True  # before the scripts: else Sampler/Seed scripts put UI defaults back
     p.scripts = scripts.scripts_img2img
     p.script_args = list(script_args)
-    controlnet.update_cn_script_in_processing(p, units)
-    with call_queue.queue_lock:
+    controlnet.attach(p, units)
+    script = hosts.find_script(p.scripts, "ControlNet")
+    if script is None:
+        raise ControlNetNotApplied("The WebUI's ControlNet script is not active for img2img: "
+                                   "enable ControlNet and restart the WebUI.")
+    with call_queue.queue_lock, _ControlNetGuard(script, controlnet.phases) as guard:
         shared.state.begin(job="easyphoto")
         finished = threading.Event()
         watcher = threading.Thread(target=_watch, args=(interrupt, progress, finished),
                                    daemon=True)
         watcher.start()
         try:
-            processed = processing.process_images(p)
+            processed = host.run(lambda: processing.process_images(p))
         finally:
             finished.set()
+            watcher.join()
             shared.state.end()
             p.close()
-    if shared.state.interrupted or (interrupt is not None and interrupt()):
-        return None
-    return processed.images[0]
+    if interrupt is not None and interrupt():
+        return Img2ImgResult(None, "easyphoto")
+    guard.check(p, len(units))
+    if shared.state.interrupted:
+        return Img2ImgResult(None, "host")
+    return Img2ImgResult(processed.images[0])
 
 
 def _watch(interrupt: Callable[[], bool] | None, progress: Callable[[int, int], None] | None,
@@ -169,3 +220,44 @@ def _watch(interrupt: Callable[[], bool] | None, progress: Callable[[int, int], 
         if progress is not None and step[1] and step != reported:
             progress(*step)
             reported = step
+
+
+HOST_INTERRUPT = "the WebUI's Interrupt button"  # who stopped a job, in its message
+
+
+@contextmanager
+def training_session(handle: Any, hand_over_gpu: Callable[[], Callable[[], None]]
+                     ) -> Iterator[None]:
+    """Around a training job: the host's queue lock (the GPU is the trainer's; the host's own
+    generations wait), the GPU handed over and back, the job in the host's progress (job name,
+    step/total), and the host's Interrupt turned into a cancel of the job that names it."""
+    from modules import call_queue
+
+    names = ", ".join(handle.record.user_ids)
+    with call_queue.queue_lock:
+        shared.state.begin(job=f"EasyPhoto training {names}")
+        shared.state.job_count = 1
+        give_back = hand_over_gpu()
+        finished = threading.Event()
+        watcher = threading.Thread(target=_follow_training, args=(handle, names, finished),
+                                   daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            watcher.join()
+            give_back()
+            shared.state.end()
+
+
+def _follow_training(handle: Any, names: str, finished: threading.Event) -> None:
+    state = shared.state
+    while not finished.wait(0.25):
+        progress = dict(handle.record.progress)
+        if progress.get("total"):
+            state.sampling_step, state.sampling_steps = progress["step"], progress["total"]
+            state.textinfo = (f"EasyPhoto {names}: {progress.get('stage', 'training')} "
+                              f"{progress['step']}/{progress['total']}")
+        if state.interrupted and not handle.cancelled:
+            handle.request_cancel(HOST_INTERRUPT)  # the trainer stops at its next step

@@ -1,7 +1,8 @@
-"""The callbacks A1111 calls: tab, settings and HTTP routes. Registered by scripts/easyphoto.py."""
+"""The callbacks the WebUI calls: tab, settings and HTTP routes. Registered by scripts/easyphoto.py."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from easyphoto_app.api import register_routes
@@ -9,43 +10,56 @@ from easyphoto_app.auth import parse_credentials
 from easyphoto_app.ui import build_ui
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace
-from easyphoto_webui import host
+from easyphoto_webui import host, hosts
 from easyphoto_webui.generation import WebuiBackend
 
 
 class WebuiIntegration:
-    """Owns the studio context for the host process; one instance, made by the script file."""
+    """Owns the studio context for the host process; one instance, made by the script file.
+
+    Nothing here loads a model: building the tab reads the selected checkpoint's file name
+    only, and ControlNet and the face models are looked up when a job first needs them."""
 
     def __init__(self) -> None:
         self._context: StudioContext | None = None
         self._backend: WebuiBackend | None = None
+        self._host: hosts.Host | None = None
+
+    def webui(self) -> hosts.Host:
+        if self._host is None:
+            self._host = hosts.detect()
+        return self._host
 
     def context(self) -> StudioContext:
         # Created on first use: settings are only readable once the host has loaded them.
         if self._context is None:
             folders = host.host_folders()
+            webui = self.webui()
             settings = StudioSettings(
                 controlnet_dirs=list(folders.controlnet), lora_copy_dirs=[folders.lora],
-                base_model_provider=host.current_checkpoint,
-                before_training=host.free_gpu_for_training,
-                after_training=host.restore_gpu_after_training,
+                base_model_provider=webui.checkpoint,
+                training_session=self._training_session,
                 generation_backend=self._generation_backend,
             )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),
-                backend_name="a1111",
-                host_info={"lora_dir": str(folders.lora),
+                backend_name=webui.name,
+                host_info={"host": webui.name, **webui.versions(), "lora_dir": str(folders.lora),
                            "controlnet_dirs": [str(p) for p in folders.controlnet]},
                 settings=settings,
             )
         return self._context
+
+    def _training_session(self, handle: Any) -> AbstractContextManager[None]:
+        return host.training_session(handle, self.webui().hand_over_gpu)
 
     def _generation_backend(self) -> WebuiBackend:
         # one backend for the process: it keeps the img2img scripts' default arguments
         if self._backend is None:
             folders = host.host_folders()
             self._backend = WebuiBackend(lora_dir=folders.lora,
-                                         controlnet_dirs=list(folders.controlnet))
+                                         controlnet_dirs=list(folders.controlnet),
+                                         webui=self.webui())
         return self._backend
 
     def on_ui_tabs(self) -> list[tuple[Any, str, str]]:
@@ -55,4 +69,5 @@ class WebuiIntegration:
         host.add_settings()
 
     def on_app_started(self, demo: Any, app: Any) -> None:
-        register_routes(app, self.context(), credentials=parse_credentials(host.api_auth()))
+        credentials = parse_credentials(host.route_credentials())
+        register_routes(app, self.context(), credentials=credentials)

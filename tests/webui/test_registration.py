@@ -1,94 +1,209 @@
-"""scripts/easyphoto.py loaded the way A1111 loads it, against the stand-in host modules."""
+"""scripts/easyphoto.py loaded the way the hosts load it, against both stand-in hosts (A1111
+with sd-webui-controlnet, Forge with its built-in ControlNet): registration, start-up that loads
+no model, auth on our routes, and training inside the host."""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
-import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.api_helpers import files_of, wait_for
+from tests.webui.stand_ins import HOSTS, forget_host_modules, use_host
 
 REPO = Path(__file__).resolve().parents[2]
-STAND_IN = Path(__file__).resolve().parent / "stand_in_host"
 
 
-@pytest.fixture()
-def host(monkeypatch, tmp_path):
-    """Import the stand-in host, then load scripts/easyphoto.py like modules/scripts.py does."""
+def _load_script() -> None:
+    """Load scripts/easyphoto.py like modules/scripts.py does."""
+    spec = importlib.util.spec_from_file_location("easyphoto.py", REPO / "scripts" / "easyphoto.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def _basic(credentials: str) -> dict[str, str]:
+    return {"Authorization": f"Basic {base64.b64encode(credentials.encode()).decode()}"}
+
+
+@pytest.fixture(params=HOSTS)
+def host(request, monkeypatch, tmp_path):
+    """The stand-in host `request.param` with our script loaded; nothing loaded yet."""
     monkeypatch.setenv("STAND_IN_LORA_DIR", str(tmp_path / "my_loras"))
     monkeypatch.setenv("STAND_IN_API_AUTH", "alice:s3cr:et")
+    monkeypatch.setenv("STAND_IN_CHECKPOINT", str(tmp_path / "sd15.safetensors"))
     monkeypatch.setenv("EASYPHOTO_WORKSPACE", str(tmp_path / "ws"))
-    _forget_host_modules(monkeypatch)
-    monkeypatch.syspath_prepend(str(STAND_IN))
-    spec = importlib.util.spec_from_file_location("easyphoto.py", REPO / "scripts" / "easyphoto.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    for name in ("STAND_IN_GRADIO_AUTH", "STAND_IN_GRADIO_AUTH_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    use_host(monkeypatch, request.param)
+    _load_script()
     from modules import script_callbacks, shared
 
-    yield script_callbacks.registered, shared
-    _forget_host_modules(monkeypatch)
+    yield request.param, script_callbacks.registered, shared
+    forget_host_modules(monkeypatch)
 
 
-def _forget_host_modules(monkeypatch):
-    # each test gets a fresh host, and our glue must bind to it, not to an earlier one
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("modules", "extensions", "easyphoto_webui"):
-            monkeypatch.delitem(sys.modules, name)
+def _routes(registered):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    app = FastAPI()
+    registered["app_started"][0](None, app)
+    return TestClient(app)
 
 
 def test_script_registers_tab_settings_and_routes(host):
-    registered, _ = host
+    _, registered, _ = host
     assert [len(registered[k]) for k in ("ui_tabs", "ui_settings", "app_started")] == [1, 1, 1]
 
 
 def test_tab_is_named_easyphoto(host):
-    registered, _ = host
+    _, registered, _ = host
     (blocks, title, elem_id), = registered["ui_tabs"][0]()
     assert (title, elem_id) == ("EasyPhoto", "easyphoto")
     assert type(blocks).__name__ == "Blocks"
 
 
+def test_start_up_loads_no_checkpoint_yet_names_the_selected_one(host, tmp_path):
+    """Building the tab and the routes must not load the host's model (A1111's shared.sd_model
+    loads it when read); /version still names the checkpoint the host will use."""
+    from modules import sd_models
+
+    _, registered, _ = host
+    registered["ui_tabs"][0]()
+    client = _routes(registered)
+    body = client.get("/easyphoto/v1/version", headers=_basic("alice:s3cr:et")).json()
+    assert body["base_model"] == str(tmp_path / "sd15.safetensors")
+    assert sd_models.loads == []
+
+
 def test_settings_go_to_the_easyphoto_section(host):
-    registered, shared = host
+    _, registered, shared = host
     registered["ui_settings"][0]()
     info = shared.opts.data_labels["easyphoto_workspace"]
     assert info.section == ("easyphoto", "EasyPhoto")
 
 
-def test_routes_enforce_the_hosts_api_auth(host, tmp_path):
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    registered, _ = host
-    app = FastAPI()
-    registered["app_started"][0](None, app)
-    client = TestClient(app)
+def test_routes_enforce_the_hosts_api_auth_and_name_the_host(host, tmp_path):
+    kind, registered, _ = host
+    client = _routes(registered)
     assert client.get("/easyphoto/v1/version").status_code == 401
-    wrong = base64.b64encode(b"alice:nope").decode()
-    assert client.get("/easyphoto/v1/version", headers={"Authorization": f"Basic {wrong}"}
-                      ).status_code == 401
-    right = base64.b64encode(b"alice:s3cr:et").decode()  # passwords may contain ':'
-    response = client.get("/easyphoto/v1/version", headers={"Authorization": f"Basic {right}"})
+    assert client.get("/easyphoto/v1/version", headers=_basic("alice:nope")).status_code == 401
+    response = client.get("/easyphoto/v1/version", headers=_basic("alice:s3cr:et"))  # ':' ok
     assert response.status_code == 200
     body = response.json()
-    assert body["backend"] == "a1111"
+    assert body["backend"] == body["host"] == kind
+    expected = {"a1111": ("v1.10.1", "sd-webui-controlnet"),
+                "forge": ("f2.0.1v1.10.1-v1.10.1", "built-in (Forge)")}[kind]
+    assert (body["host_version"], body["controlnet"]) == expected
     assert body["lora_dir"] == str(tmp_path / "my_loras")  # --lora-dir honoured
     assert body["workspace"] == str((tmp_path / "ws").resolve())
     paths = client.get("/openapi.json").json()["paths"]
     assert "/easyphoto/v1/user_ids" in paths  # listed in the host's OpenAPI schema
 
 
-def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
-        monkeypatch, tmp_path, faces_dir, shared_models_dir):
-    """The real trainer, driven through the A1111 routes, on a tiny checkpoint 'loaded' in the
-    stand-in host: the LoRA lands in --lora-dir and the host model leaves the GPU meanwhile."""
-    import json
+def test_routes_take_the_hosts_gradio_auth_users_too(monkeypatch, tmp_path):
+    """With --gradio-auth (or --gradio-auth-path) and no --api-auth the host's UI asks for a
+    login, so our routes must not be open either."""
+    auth_file = tmp_path / "auth.txt"
+    auth_file.write_text("carol:pw 3\n\ndave:pw4,erin:pw5\n", encoding="utf-8")
+    monkeypatch.setenv("STAND_IN_API_AUTH", "")
+    monkeypatch.setenv("STAND_IN_GRADIO_AUTH", "bob:pw2")
+    monkeypatch.setenv("STAND_IN_GRADIO_AUTH_PATH", str(auth_file))
+    monkeypatch.setenv("EASYPHOTO_WORKSPACE", str(tmp_path / "ws"))
+    use_host(monkeypatch, "a1111")
+    _load_script()
+    from modules import script_callbacks
 
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
+    client = _routes(script_callbacks.registered)
+    assert client.get("/easyphoto/v1/user_ids").status_code == 401
+    assert client.get("/easyphoto/v1/user_ids", headers=_basic("bob:nope")).status_code == 401
+    for user in ("bob:pw2", "carol:pw 3", "dave:pw4", "erin:pw5"):
+        assert client.get("/easyphoto/v1/user_ids", headers=_basic(user)).status_code == 200
+    forget_host_modules(monkeypatch)
+
+
+class _Handle:
+    """What a training job's session sees of its JobHandle."""
+
+    def __init__(self) -> None:
+        self.record = SimpleNamespace(user_ids=["alice"], progress={})
+        self.stopped = threading.Event()
+        self.by = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stopped.is_set()
+
+    def request_cancel(self, by: str) -> None:
+        self.by = by
+        self.stopped.set()
+
+
+def _session(kind, monkeypatch, tmp_path, *, loaded: bool):
+    monkeypatch.setenv("STAND_IN_CHECKPOINT", str(tmp_path / "sd15.safetensors"))
+    use_host(monkeypatch, kind)
+    from modules import sd_models
+
+    from easyphoto_webui import host, hosts
+
+    webui = hosts.detect()
+    if loaded:  # the host has generated once
+        if kind == "forge":
+            sd_models.forge_model_reload()
+        else:
+            sd_models.load_model()
+    handle = _Handle()
+    return host.training_session(handle, webui.hand_over_gpu), handle, sd_models
+
+
+@pytest.mark.parametrize("kind", HOSTS)
+@pytest.mark.parametrize("loaded", [False, True], ids=["right-after-start-up", "loaded"])
+def test_training_hands_the_gpu_over_the_hosts_way(kind, loaded, monkeypatch, tmp_path):
+    session, _, sd_models = _session(kind, monkeypatch, tmp_path, loaded=loaded)
+    loads = list(sd_models.loads)
+    with session:
+        during = list(sd_models.calls)
+    after = sd_models.calls[len(during):]
+    assert sd_models.loads == loads  # a hand-over never loads the checkpoint
+    if kind == "forge":  # Forge unloads everything and reloads by itself when it needs to
+        assert (during, after) == (["unload_all_models"], [])
+    elif loaded:  # A1111 moves its model to the CPU and back
+        assert (during, after) == (["unload_model_weights"], ["send_model_to_device"])
+        assert sd_models.model_data.sd_model.device == "gpu"
+    else:  # nothing on the GPU: nothing to move
+        assert (during, after) == ([], [])
+    forget_host_modules(monkeypatch)
+
+
+@pytest.mark.parametrize("kind", HOSTS)
+def test_training_shows_in_the_hosts_progress_and_its_interrupt_cancels_it(
+        kind, monkeypatch, tmp_path):
+    session, handle, _ = _session(kind, monkeypatch, tmp_path, loaded=False)
+    from modules import call_queue, shared
+
+    with session:
+        assert call_queue.queue_lock.locked()  # the host's own generations wait
+        assert shared.state.job == "EasyPhoto training alice"
+        handle.record.progress.update(stage="train", step=120, total=800)
+        shared.state.interrupt()  # the user presses the WebUI's Interrupt button
+        assert handle.stopped.wait(30)
+        assert shared.state.textinfos[-1] == "EasyPhoto alice: train 120/800"
+        assert (shared.state.sampling_step, shared.state.sampling_steps) == (120, 800)
+    assert handle.by == "the WebUI's Interrupt button"  # the job's message names who stopped it
+    assert not call_queue.queue_lock.locked() and shared.state.job == ""
+    forget_host_modules(monkeypatch)
+
+
+@pytest.mark.parametrize("kind", HOSTS)
+def test_training_and_generating_from_the_host(kind, monkeypatch, tmp_path, faces_dir,
+                                               shared_models_dir):
+    """The real trainer, driven through the routes right after the host started (nothing
+    loaded yet): it trains on the selected checkpoint and the LoRA lands in --lora-dir; then a
+    portrait is painted by the host's img2img with its ControlNet's units and the LoRA tag."""
+    import json
 
     from easyphoto_core.sd.tiny import write_tiny_models
 
@@ -98,15 +213,11 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     monkeypatch.setenv("STAND_IN_API_AUTH", "")
     monkeypatch.setenv("EASYPHOTO_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("EASYPHOTO_MODELS_DIR", str(shared_models_dir))  # YuNet, offline
-    _forget_host_modules(monkeypatch)
-    monkeypatch.syspath_prepend(str(STAND_IN))
-    spec = importlib.util.spec_from_file_location("easyphoto.py", REPO / "scripts" / "easyphoto.py")
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    from modules import script_callbacks, sd_models
+    use_host(monkeypatch, kind)
+    _load_script()
+    from modules import processing, script_callbacks, sd_models
 
-    app = FastAPI()
-    script_callbacks.registered["app_started"][-1](None, app)
-    client = TestClient(app)
+    client = _routes(script_callbacks.registered)
     assert client.get("/easyphoto/v1/version").json()["base_model"] == str(models.checkpoint)
     params = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 1,
               "validation": False}
@@ -117,10 +228,7 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     record = wait_for(client, job.json()["id"], timeout=300)
     assert record["state"] == "done", record["message"]
     assert (tmp_path / "my_loras" / "easyphoto_obama.safetensors").is_file()
-    assert sd_models.calls[-2:] == ["unload_model_weights", "send_model_to_device"]
-
-    # then a portrait, painted by the host's img2img with ControlNet units and the LoRA tag
-    from modules import processing
+    assert sd_models.loads == []  # trained without loading the host's model first
 
     generate = {"first_diffusion_resolution": 256, "first_diffusion_steps": 4,
                 "second_diffusion_steps": 4, "seed": 5}
@@ -131,8 +239,10 @@ def test_training_from_the_host_uses_its_checkpoint_lora_dir_and_frees_its_gpu(
     assert job.status_code == 200, job.text
     record = wait_for(client, job.json()["id"], timeout=300)
     assert record["state"] == "done", record["message"]
+    assert sd_models.loads == [str(models.checkpoint)]  # loaded once, by the first pass
     assert len(processing.runs) >= 2  # the first and second diffusion
     assert all("<lora:easyphoto_obama:" in run["p"].settings["prompt"] for run in processing.runs)
-    assert all(run["lock_held"] and run["units"] for run in processing.runs)
+    assert all(run["lock_held"] and run["applied"] == [u.model for u in run["units"]]
+               and run["units"] for run in processing.runs)
     assert client.get(f"/easyphoto/v1/jobs/{record['id']}/image").status_code == 200
-
+    forget_host_modules(monkeypatch)
