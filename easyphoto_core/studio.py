@@ -213,6 +213,8 @@ def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params:
         progress.event(item)
         if item.get("event") == "checkpoint":
             handle.report(checkpoint_step=item["step"])
+        elif item.get("event") == "start":  # which process trains, for whoever has to find it
+            handle.report(trainer_pid=item.get("pid"), start_step=item.get("start_step"))
         if on_event is not None:
             on_event(item)
 

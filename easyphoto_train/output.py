@@ -45,9 +45,13 @@ def select_checkpoints(checkpoints: list[Checkpoint], validations: dict[int, Val
         return Selection([checkpoints[-1].step], None, notes=["no validation: last checkpoint"])
     ranked = sorted(scored, key=lambda c: validations[c.step].mean_score, reverse=True)
     chosen = ranked[: top_k if mode == "fusion" else 1]
-    best = validations[ranked[0].step]
     score = sum(validations[c.step].mean_score for c in chosen) / len(chosen)
-    return Selection([c.step for c in chosen], score, face_id_source=best.best_image)
+    # the best-ranked checkpoint's best image *with a face* (a faceless one cannot be painted)
+    face_id = next((validations[c.step].best_image for c in ranked
+                    if validations[c.step].best_image), None)
+    notes = [] if face_id else ["no validation image showed a face: generation uses the "
+                                "reference photo for the pose"]
+    return Selection([c.step for c in chosen], score, face_id_source=face_id, notes=notes)
 
 
 def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Pat
     stepper = make_stepper(loop, events)  # on CUDA: warm-up + graph capture, part of start-up
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
-                startup_seconds=round(time.perf_counter() - started, 2))
+                startup_seconds=round(time.perf_counter() - started, 2), pid=os.getpid())
     _optimise(job, loop, state, events, cancel, validator, stepper)
     return finish_run(job, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,

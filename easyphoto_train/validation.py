@@ -45,16 +45,16 @@ def load_templates(dataset_dir: Path, count: int) -> list[ValidationTemplate]:
 
 
 class IdentityScorer:
-    """Scores images against the user's training faces (FaceModels.identity_score); 0 when an
-    image shows no face, so a checkpoint that draws no face ranks last."""
+    """Scores images against the user's training faces (FaceModels.identity_score); None when an
+    image shows no face (scored 0, so a checkpoint that draws no face ranks last)."""
 
     def __init__(self, face_models: Any, reference_embeddings: np.ndarray) -> None:
         self.face_models = face_models
         self.reference = np.asarray(reference_embeddings, np.float32)
 
-    def score(self, image: np.ndarray) -> float:
-        similarity = self.face_models.identity_score(image, self.reference)
-        return 0.0 if similarity is None else similarity
+    def score(self, image: np.ndarray) -> float | None:
+        """Similarity to the user, or None when the image shows no face."""
+        return self.face_models.identity_score(image, self.reference)
 
 
 class Validator:
@@ -65,7 +65,7 @@ class Validator:
         self.scorer, self.templates, self.seed = scorer, templates, seed
 
     def validate(self, step: int, out_dir: Path) -> ValidationRecord:
-        scores, paths = [], []
+        scores, paths, with_face = [], [], []
         for number, template in enumerate(self.templates):
             image = self.inpainter(InpaintSpec(
                 image=template.image, mask=template.mask, prompt=TRIGGER_CAPTION,
@@ -74,9 +74,13 @@ class Validator:
             path = out_dir / f"step-{step:06d}-{number}.png"
             atomic_save_with(path, lambda tmp, im=image: Image.fromarray(im).save(tmp,
                                                                                  format="PNG"))
-            scores.append(self.scorer.score(image))
+            similarity = self.scorer.score(image)
+            scores.append(0.0 if similarity is None else similarity)  # no face ranks last
             paths.append(str(path))
-        best = paths[int(np.argmax(scores))] if scores else None
+            with_face.append(similarity is not None)
+        # the face-id image must show a face: generation warps its face onto the template
+        candidates = [i for i in range(len(scores)) if with_face[i]]
+        best = paths[max(candidates, key=lambda i: scores[i])] if candidates else None
         return ValidationRecord(step, [round(s, 4) for s in scores], paths, best)
 
 

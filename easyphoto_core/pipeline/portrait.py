@@ -7,6 +7,7 @@ and `__call__` runs the numbered steps of DESIGN.md §1.2 for each face.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,21 @@ SEAM_DENOISE = 0.2  # the seam pass only evens out the band where pasted faces m
 SEAM_STEPS = 20
 # background faces smaller than this x the largest face do not take a user's slot
 MIN_RELATIVE_FACE_SIZE = 0.3
+# Extra-network tags a host would act on: a prompt must not pick LoRAs (or other networks); the
+# only LoRAs that go in are the chosen user ids' own.
+EXTRA_NETWORK_TAG = re.compile(r"<\s*(lora|lyco|lycoris|hypernet|hypernetwork|embedding|ti)"
+                               r"\s*:[^>]*>?", re.IGNORECASE)
+
+
+def check_prompt_tags(params: GenerateParams) -> None:
+    """Refuse extra-network tags (<lora:...>, <lyco:...>, <hypernet:...>) in the prompts."""
+    for name in ("prompt", "negative_prompt"):
+        found = EXTRA_NETWORK_TAG.search(getattr(params, name, "") or "")
+        if found:
+            label = "negative prompt" if name == "negative_prompt" else "prompt"
+            raise ValueError(f"The {label} contains the tag {found.group(0)[:60]!r}: prompts "
+                             "cannot add LoRAs or other networks; EasyPhoto adds each chosen "
+                             "user's own LoRA. Remove the tag.")
 
 
 class UnknownUserError(MissingModelError):
@@ -61,6 +77,7 @@ class PortraitResult:
     image: np.ndarray  # the template's size
     faces: list[FaceResult]
     intermediates: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. a face-id image replaced by a fallback
 
 
 class PortraitPipeline:
@@ -75,7 +92,9 @@ class PortraitPipeline:
         """Pair the template's faces with the users; raise a clear error for anything missing."""
         if template.ndim != 3 or template.shape[2] != 3 or template.dtype != np.uint8:
             raise ValueError("the template must be an RGB image (H x W x 3, uint8)")
-        for user_id in user_ids:
+        check_prompt_tags(params)
+        chosen = [user_id for user_id in user_ids if user_id is not None]  # None: leave a face
+        for user_id in chosen:
             files = self.workspace.user(user_id)  # validates the id
             if not files.lora_file.is_file():
                 raise UnknownUserError(
@@ -86,7 +105,7 @@ class PortraitPipeline:
                                     min_relative_size=MIN_RELATIVE_FACE_SIZE)
         paired = stages.pair_faces_with_users(faces, list(user_ids))
         self.backend.check_controls(self.control_kinds(params))
-        for user_id in user_ids:
+        for user_id in chosen:
             self.backend.check_lora(self.lora_ref(user_id, params))
         return paired
 
@@ -99,20 +118,37 @@ class PortraitPipeline:
         files = self.workspace.user(user_id)
         return LoraRef(files.lora_name, files.lora_file, params.lora_weight)
 
-    def load_user(self, user_id: str, params: GenerateParams) -> UserAssets:
+    def load_user(self, user_id: str, params: GenerateParams,
+                  notes: list[str] | None = None) -> UserAssets:
         files = self.workspace.user(user_id)
         reference = _read_rgb(files.reference_photo)
-        face_id = _read_rgb(files.face_id_image) if files.face_id_image.is_file() else reference
         embeddings_file = files.dataset_dir / "embeddings.npy"
         locate = {"detector": self.face_models.detector, "landmarks": self.face_models.landmarks}
+        reference_face = stages.locate_main_face(reference, what=f"{user_id}'s reference photo",
+                                                 **locate)
+        face_id, face_id_face, note = self._face_id(files, reference, reference_face, locate)
+        if note and notes is not None:
+            notes.append(note)
         return UserAssets(
             user_id=user_id, lora=self.lora_ref(user_id, params), reference=reference,
-            reference_face=stages.locate_main_face(reference, what=f"{user_id}'s reference photo",
-                                                   **locate),
-            face_id=face_id,
-            face_id_face=stages.locate_main_face(face_id, what=f"{user_id}'s face-id image",
-                                                 **locate),
+            reference_face=reference_face, face_id=face_id, face_id_face=face_id_face,
             embeddings=np.load(embeddings_file) if embeddings_file.is_file() else None)
+
+    @staticmethod
+    def _face_id(files: Any, reference: np.ndarray, reference_face: stages.LocatedFace,
+                 locate: dict[str, Any]) -> tuple[np.ndarray, stages.LocatedFace, str | None]:
+        """The face-id image and its face; the reference photo (with a note saying so) when the
+        face-id image is missing, unreadable or shows no face, so a trained user can always be
+        painted."""
+        if not files.face_id_image.is_file():
+            return reference, reference_face, None  # trained without validation: by design
+        try:
+            face_id = _read_rgb(files.face_id_image)
+            return face_id, stages.locate_main_face(face_id, what="face-id image", **locate), None
+        except (OSError, ValueError) as error:  # TemplateFaceError is a ValueError
+            return reference, reference_face, (
+                f"{files.user_id}: the face-id image could not be used ({error}); the reference "
+                "photo was used for the pose instead")
 
     # --- the pipeline -------------------------------------------------------------------------
 
@@ -130,7 +166,9 @@ class PortraitPipeline:
                params: GenerateParams) -> PortraitResult:
         # 1. faces left to right, paired with the user ids; every file checked up front
         paired = self.check_inputs(template, user_ids, params)
-        users = {uid: self.load_user(uid, params) for uid in dict.fromkeys(user_ids)}
+        notes: list[str] = []
+        users = {uid: self.load_user(uid, params, notes) for uid in dict.fromkeys(user_ids)
+                 if uid is not None}
         pieces, faces = [], []
         for number, slot in enumerate(p for p in paired if p.user_id is not None):
             # 2.-8. crop, fuse, controls, two diffusions, colour: one painted crop per face
@@ -148,7 +186,7 @@ class PortraitPipeline:
         # 10. how much each output face looks like its user
         scored = [FaceResult(uid, crop.box, self._score(result, crop, users[uid]))
                   for uid, crop in faces]
-        return PortraitResult(result, scored, run.intermediates)
+        return PortraitResult(result, scored, run.intermediates, notes)
 
     def _score(self, image: np.ndarray, crop: stages.FaceCrop,
                user: UserAssets) -> stages.IdentityScore | None:

@@ -1,7 +1,7 @@
 """Progress of a training run as JSON lines on stdout, and the process's exit codes.
 
 One JSON object per line, always with "event" and "time"; the core (jobs, UI, CLI) parses them.
-  start       {"total_steps", "photos", "device", "dtype", "startup_seconds"}
+  start       {"total_steps", "start_step", "photos", "device", "dtype", "startup_seconds", "pid"}
   step        {"step", "total_steps", "loss", "lr", "eta_seconds", "seconds_per_step"}
   checkpoint  {"step", "path"}
   validation  {"step", "scores": [...], "mean_score", "images": [...]}

@@ -1,7 +1,7 @@
 """The training job file (`python -m easyphoto_train --config JOB.json`), written by the core.
 
 `parse_job` is the one schema of that file: unknown fields, wrong types, a device that is not
-auto/cpu/mps/cuda[:N], Lora folders that are not existing absolute folders, or (with
+auto/cpu/mps/cuda[:N], Lora folders that are not absolute folder paths, or (with
 "workspace") an output, dataset or cancel path outside the workspace are each a JobError naming
 the field; the trainer answers them with exit code 2 and a `bad_config` event.
 """
@@ -106,8 +106,7 @@ def parse_job(raw: Any) -> TrainJob:
     cancel_file = _path_field(raw, "cancel_file", absolute=True)
     _inside("output_dir", output_dir, workspace, "workspace")
     _inside("dataset_dir", dataset_dir, workspace, "workspace")
-    _inside("cancel_file", cancel_file, workspace or output_dir,
-            "workspace" if workspace else "output_dir")
+    _inside("cancel_file", cancel_file, workspace, "workspace")
     base_model = _path_field(raw, "base_model")
     if not base_model.is_file():
         raise JobError(f"field 'base_model': {base_model} is not a file.")
@@ -187,9 +186,9 @@ def _lora_dirs_field(value: Any) -> tuple[Path, ...]:
     folders = []
     for item in value:
         path = Path(item).expanduser()
-        if not path.is_absolute() or not path.is_dir():
-            raise JobError(f"field 'lora_copy_dirs': {item!r} is not an existing folder given "
-                           "by an absolute path.")
+        if not path.is_absolute() or (path.exists() and not path.is_dir()):
+            raise JobError(f"field 'lora_copy_dirs': {item!r} must be a folder given by an "
+                           "absolute path.")
         folders.append(path.resolve())
     return tuple(folders)
 

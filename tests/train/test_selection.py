@@ -47,6 +47,19 @@ def test_checkpoint_with_the_users_face_is_selected(face_models, faces_dir):
     assert fused.steps[0] == 200 and len(fused.steps) == 2
 
 
-def test_a_faceless_output_scores_zero(face_models, faces_dir):
+def test_a_faceless_output_has_no_score(face_models, faces_dir):
     scorer = IdentityScorer(face_models, embeddings_of(face_models, [faces_dir / "obama.jpg"]))
-    assert scorer.score(np.full((256, 256, 3), 128, np.uint8)) == 0.0
+    assert scorer.score(np.full((256, 256, 3), 128, np.uint8)) is None
+
+
+def test_the_face_id_image_always_shows_a_face():
+    """The best checkpoint drew no face anywhere: the face-id image comes from the next one that
+    did; when none did there is no face-id image (generation falls back to the reference)."""
+    checkpoints = [Checkpoint(step, Path(f"step-{step:06d}.safetensors")) for step in (1, 2)]
+    validations = {1: ValidationRecord(1, [0.9, 0.8], ["a.png", "b.png"], None),
+                   2: ValidationRecord(2, [0.3, 0.0], ["c.png", "d.png"], "c.png")}
+    selection = select_checkpoints(checkpoints, validations, mode="best", top_k=1)
+    assert selection.steps == [1] and selection.face_id_source == "c.png"
+    validations[2].best_image = None
+    selection = select_checkpoints(checkpoints, validations, mode="best", top_k=1)
+    assert selection.face_id_source is None and "reference photo" in selection.notes[0]
