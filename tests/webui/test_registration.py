@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -125,6 +126,58 @@ def test_routes_take_the_hosts_gradio_auth_users_too(monkeypatch, tmp_path):
     forget_host_modules(monkeypatch)
 
 
+def test_the_hosts_gradio_auth_covers_our_tab_and_its_gradio_api(host):
+    """The host renders our tab inside its own Blocks and launches that with --gradio-auth:
+    with no login, no gradio route of the page answers (config, info, predict, queue, call);
+    after a login the same page does."""
+    import http.cookiejar
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import gradio as gr
+
+    _, registered, _ = host
+    (tab, title, _), = registered["ui_tabs"][0]()
+    with gr.Blocks() as demo, gr.Tab(title):  # as modules/ui.py: create_ui
+        tab.render()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.queue()
+    demo.launch(auth=[("bob", "pw2")], prevent_thread_lock=True, server_name="127.0.0.1",
+                server_port=port, quiet=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def status(opener, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            return opener.open(request, timeout=60).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    call = {"fn_index": 0, "data": [], "session_hash": "x"}
+    paths = {"/config": None, "/info": None, "/gradio_api/info": None, "/run/predict": call,
+             "/api/predict": call, "/gradio_api/run/predict": call, "/queue/join": call,
+             "/gradio_api/queue/join": call, "/gradio_api/call/predict": call}
+    try:
+        anonymous = urllib.request.build_opener()
+        seen = {path: status(anonymous, path, body) for path, body in paths.items()}
+        assert all(code in (401, 403, 404, 405) for code in seen.values()), seen
+        assert seen["/config"] == 401
+        jar = http.cookiejar.CookieJar()
+        user = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        login = urllib.parse.urlencode({"username": "bob", "password": "pw2"}).encode()
+        assert user.open(urllib.request.Request(base + "/login", data=login), timeout=60
+                         ).status == 200
+        assert status(user, "/config") == 200
+    finally:
+        demo.close()
+
+
 class _Handle:
     """What a training job's session sees of its JobHandle."""
 
@@ -203,8 +256,6 @@ def test_training_and_generating_from_the_host(kind, monkeypatch, tmp_path, face
     """The real trainer, driven through the routes right after the host started (nothing
     loaded yet): it trains on the selected checkpoint and the LoRA lands in --lora-dir; then a
     portrait is painted by the host's img2img with its ControlNet's units and the LoRA tag."""
-    import json
-
     from easyphoto_core.sd.tiny import write_tiny_models
 
     models = write_tiny_models(tmp_path / "models", seed=0)
