@@ -122,15 +122,21 @@ class _ControlNetGuard:
         self.script, self.phases = script, phases
         self.ran: set[str] = set()
         self.error: BaseException | None = None
+        self._own: dict[str, Any] = {}  # what the instance itself had under those names
 
     def __enter__(self) -> _ControlNetGuard:
         for name in self.phases:
+            if name in vars(self.script):
+                self._own[name] = vars(self.script)[name]
             setattr(self.script, name, self._guarded(name, getattr(self.script, name)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name in self.phases:
-            self.script.__dict__.pop(name, None)  # the class's own method again
+            if name in self._own:
+                setattr(self.script, name, self._own[name])
+            else:
+                delattr(self.script, name)  # the class's own method again
 
     def _guarded(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:

@@ -181,6 +181,11 @@ def test_a_controlnet_error_inside_the_host_fails_the_pass_with_its_cause(webui,
     assert "console" in str(error.value)
     assert errors.reported  # the host reported it as usual
     assert shared.state.interrupted  # and was told not to paint on
+    from modules import scripts
+
+    script = next(s for s in scripts.scripts_img2img.alwayson_scripts
+                  if s.title() == "ControlNet")
+    assert not set(backend.host.controlnet().phases) & set(vars(script))  # unwrapped again
 
 
 def test_forge_fails_on_the_a1111_spelling_of_no_preprocessor_and_we_say_so(webui, monkeypatch):
