@@ -103,10 +103,10 @@ def _open_checked(data: bytes, limits: DecodeLimits) -> Image.Image:
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:  # over twice Pillow's own limit
         raise ImageDecodeError("too_many_pixels", f"too many pixels ({error})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageDecodeError(
             "not_an_image",
-            f"not an image file of a known format ({type(error).__name__}); accepted: "
+            "not an image file of a known format; accepted: "
             f"{', '.join(sorted(limits.formats))} (convert HEIC/RAW photos to JPEG first)",
         ) from None
     if image.format not in limits.formats:
