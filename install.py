@@ -48,15 +48,18 @@ _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 # The releases of a package we add, newest line first, each with what it needs of the host's
 # packages to *import*. pip already enforces what a package declares (diffusers' huggingface_hub
 # and safetensors floors) against the held versions; these rows add what no metadata says.
-# Measured by importing easyphoto_core.environment's checks in venvs of the real hosts' packages
-# (tools/test.sh a1111 = A1111 1.10.1's pip freeze, and the newest packages):
-#   transformers 4.30.2 + hub 0.36.2: diffusers 0.34.0, 0.35.2 and 0.36.0 import; 0.37.1 fails
-#   ("cannot import name 'Dinov2WithRegistersConfig' from 'transformers'"), and imports under
-#   transformers 4.48.3 and 4.49.0.
+# Measured by importing easyphoto_core.environment's checks in venvs of the real host's packages
+# (A1111 1.10.1's pip freeze: transformers 4.30.2, huggingface_hub 0.36.2, safetensors 0.4.2):
+#   with torch 2.1.2 (a user's A1111): diffusers 0.33.1, 0.34.0, 0.35.2 import; 0.36.0 fails
+#     ("module 'torch' has no attribute 'xpu'");
+#   with torch 2.13.0: 0.34.0-0.36.0 import; 0.37.1 fails ("cannot import name
+#     'Dinov2WithRegistersConfig' from 'transformers'") and imports under transformers 4.48.3.
+# 0.36 is kept off transformers < 4.48 too, so CI's A1111 venv (CPU torch 2.13) gets the release a
+# user's torch-2.1.2 A1111 gets.
 COMPATIBLE_RELEASES: dict[str, tuple[tuple[str, dict[str, str]], ...]] = {
     "diffusers": (
-        (">=0.37", {"transformers": ">=4.48"}),
-        (">=0.27,<0.37", {"transformers": ">=4.30.2"}),
+        (">=0.36", {"transformers": ">=4.48", "torch": ">=2.4"}),
+        (">=0.27,<0.36", {"transformers": ">=4.30.2"}),
     ),
 }
 

@@ -542,11 +542,16 @@ def download(
         raise ValueError("chunk_size must be positive")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
-    if progress is None:
-        with tqdm_progress(record) as bar:
-            digest = _transfer(record, source, part, bar, chunk_size, timeout)
-    else:
-        digest = _transfer(record, source, part, progress, chunk_size, timeout)
+    try:
+        if progress is None:
+            with tqdm_progress(record) as bar:
+                digest = _transfer(record, source, part, bar, chunk_size, timeout)
+        else:
+            digest = _transfer(record, source, part, progress, chunk_size, timeout)
+    except WeightsError as error:
+        raise WeightsError(f"{error}\n  Without network here, fetch it on another machine and "
+                           f"put it at: {dest}\n  (expected {record.size} bytes, sha256 "
+                           f"{record.sha256})") from error
     _commit(record, source, part, dest, digest)
     return dest
 

@@ -64,10 +64,12 @@ def test_constraints_hold_every_installed_distribution(installer):
 
 def test_diffusers_is_chosen_by_the_hosts_transformers(installer):
     diffusers = requirement(installer, "diffusers>=0.27")
-    assert installer.compatible_line(diffusers, A1111_HOST) == "diffusers<0.37,>=0.27"
-    newer = {**A1111_HOST, "transformers": "4.49.0"}
-    assert installer.compatible_line(diffusers, newer) == "diffusers>=0.27,>=0.37"
-    assert installer.compatible_line(diffusers, {}) == "diffusers>=0.27,>=0.37"  # pip adds all
+    assert installer.compatible_line(diffusers, A1111_HOST) == "diffusers<0.36,>=0.27"
+    newer = {**A1111_HOST, "transformers": "4.49.0", "torch": "2.5.1+cu124"}
+    assert installer.compatible_line(diffusers, newer) == "diffusers>=0.27,>=0.36"
+    old_torch = {**newer, "torch": "2.1.2+cu121"}
+    assert installer.compatible_line(diffusers, old_torch) == "diffusers<0.36,>=0.27"
+    assert installer.compatible_line(diffusers, {}) == "diffusers>=0.27,>=0.36"  # pip adds all
     assert installer.compatible_line(diffusers, {"transformers": "4.25.1"}) is None
 
 
@@ -162,7 +164,7 @@ def test_failed_import_is_reported_with_package_error_and_fix(installer, monkeyp
     monkeypatch.setattr(installer, "installed_distributions",
                         lambda: {"transformers": "4.30.2", "diffusers": "0.37.1"})
     fix = installer._fix_for("diffusers")
-    assert '-m pip install "diffusers<0.37,>=0.27" --force-reinstall --no-deps' in fix
+    assert '-m pip install "diffusers<0.36,>=0.27" --force-reinstall --no-deps' in fix
 
 
 def test_environment_check_reports_the_cause_not_the_wrapper(monkeypatch):
