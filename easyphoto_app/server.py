@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,8 +12,8 @@ import gradio as gr
 from fastapi import FastAPI
 
 from easyphoto_app.api import register_routes
-from easyphoto_app.auth import parse_credentials
-from easyphoto_app.ui import build_ui
+from easyphoto_app.auth import BasicAuthMiddleware, parse_credentials
+from easyphoto_app.ui import build_ui, enable_queue
 from easyphoto_core import __version__
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace, default_workspace_root
@@ -20,10 +22,13 @@ from easyphoto_core.workspace import Workspace, default_workspace_root
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="app.py", description="EasyPhoto studio (standalone)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--listen", action="store_true",
+                        help="listen on every network interface (same as --host 0.0.0.0)")
     parser.add_argument("--port", type=int, default=7861)
     parser.add_argument("--workspace", default=None, help="user ids' files (default: "
                         "$EASYPHOTO_WORKSPACE or ./easyphoto_workspace)")
-    parser.add_argument("--api-auth", default=None, help='"user:pass,user2:pass2" for the API')
+    parser.add_argument("--api-auth", default=None, help='"user:pass,user2:pass2": required for '
+                        "everything served (UI, API, docs)")
     parser.add_argument("--base-model", type=Path, help="SD1.5 single-file checkpoint")
     parser.add_argument("--controlnet-dir", type=Path, action="append", default=[],
                         help="folder with the ControlNet 1.1 files (repeatable)")
@@ -35,22 +40,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def create_app(context: StudioContext, *, api_auth: str | None = None) -> FastAPI:
+    credentials = parse_credentials(api_auth)
     app = FastAPI(title="EasyPhoto", version=__version__)
-    register_routes(app, context, credentials=parse_credentials(api_auth))
+    if credentials:  # in front of everything: routes, the UI and its gradio API, /docs
+        app.add_middleware(BasicAuthMiddleware, credentials=credentials)
+    register_routes(app, context, credentials=credentials)
     blocks = build_ui(context)
-    blocks.queue()  # the train/generate buttons stream their job's progress
-    return gr.mount_gradio_app(app, blocks, path="/")
+    enable_queue(blocks)  # the buttons stream their job's progress, several tabs at once
+    return mount_ui(app, blocks, context)
+
+
+def mount_ui(app: FastAPI, blocks: gr.Blocks, context: StudioContext) -> FastAPI:
+    """The UI at /, taking files only as uploads.
+
+    gradio (4 to 6) accepts an input file only if it was uploaded — not a server path that a
+    client names in an API call — but checks it only once the Blocks count as launched, which
+    mount_gradio_app never sets; so we set it. Portraits and reports the UI shows live in the
+    workspace, which is therefore an allowed path for outputs (never for inputs).
+    """
+    extra = {}
+    if "allowed_paths" in inspect.signature(gr.mount_gradio_app).parameters:
+        extra["allowed_paths"] = [str(context.workspace.root)]
+    mounted = gr.mount_gradio_app(app, blocks, path="/", **extra)
+    blocks.has_launched = True
+    return mounted
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn  # only the standalone server needs it
 
     args = parse_args(argv)
+    host = "0.0.0.0" if args.listen else args.host
+    if host not in ("127.0.0.1", "localhost", "::1") and not parse_credentials(args.api_auth):
+        print(f"WARNING: listening on {host} without --api-auth: anyone who can reach this "
+              "machine can train, generate and download portraits. Add --api-auth "
+              "user:password.", file=sys.stderr)
     settings = StudioSettings(base_model=args.base_model, controlnet_dirs=args.controlnet_dir,
                               lora_copy_dirs=args.lora_dir, weights_dir=args.weights_dir,
                               device=args.device)
     context = StudioContext(Workspace(args.workspace or default_workspace_root()), "diffusers",
                             settings=settings)
-    print(f"EasyPhoto studio: http://{args.host}:{args.port}/  (API under /easyphoto/v1, "
+    print(f"EasyPhoto studio: http://{host}:{args.port}/  (API under /easyphoto/v1, "
           f"docs at /docs; workspace {context.workspace.root})")
-    uvicorn.run(create_app(context, api_auth=args.api_auth), host=args.host, port=args.port)
+    uvicorn.run(create_app(context, api_auth=args.api_auth), host=host, port=args.port)

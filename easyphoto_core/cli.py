@@ -81,22 +81,58 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Preprocess + train beside the user's current files; swapped in only when it succeeds
+    (the same transactional path as the studio's jobs). --resume continues a CLI training that
+    was stopped (Ctrl-C, a crash) from its last checkpoint."""
+    from easyphoto_core.jobs import JobCancelled
     from easyphoto_core.params import TrainParams, parse_params
-    from easyphoto_core.training.job import job_for_user
-    from easyphoto_core.training.runner import raise_for_outcome, run_trainer
+    from easyphoto_core.studio import train_user
+    from easyphoto_core.workspace import Workspace, default_workspace_root
 
     overrides = {"max_train_steps": args.max_train_steps} if args.max_train_steps else {}
     params = parse_params(TrainParams, overrides)
-    user, _ = _preprocess(args, params)
-    job = job_for_user(user, base_model=Path(args.base_model), params=params, device=args.device,
-                       lora_copy_dirs=tuple(Path(d) for d in args.lora_dir))
-    with _progress_bar() as on_event:
-        outcome = run_trainer(job, user.jobs_dir / "train.json", on_event=on_event)
-    done = raise_for_outcome(outcome)
-    print(f"LoRA: {done['lora_path']}")
-    for copy in done["lora_copies"]:
+    workspace = Workspace(args.workspace or default_workspace_root())
+    user = workspace.new_user(args.user_id)
+    stage = user.staging(CLI_STAGING)
+    with _face_models(args) as models, _progress_bar() as on_event:
+        try:
+            result = train_user(
+                workspace, user, [Path(p) for p in args.photos], params,
+                base_model=Path(args.base_model), face_models=lambda: models,
+                device=args.device, lora_copy_dirs=[Path(d) for d in args.lora_dir],
+                weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                job_id=CLI_STAGING, work_dir=stage.jobs_dir, handle=_CliHandle(),
+                resume=args.resume, on_event=on_event)
+        except JobCancelled as stop:
+            print(f"stopped: {stop} (python -m easyphoto_core train --resume ... continues)",
+                  file=sys.stderr)
+            return 3
+    print(result["preprocess"])
+    print(f"LoRA: {result['lora']}")
+    for copy in result["lora_copies"]:
         print(f"  copied to {copy}")
     return 0
+
+
+CLI_STAGING = "cli"  # the CLI's training folder beside the user's files: <user>/.train-cli/
+
+
+class _CliHandle:
+    """What train_user needs of a job, for a run in this terminal (Ctrl-C reaches the trainer
+    directly: it shares our process group)."""
+
+    def __init__(self) -> None:
+        self.record = type("Record", (), {"progress": {}})()
+        self.cancelled = False
+
+    def report(self, **progress: object) -> None:
+        self.record.progress.update(progress)
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def on_cancel(self, action: object) -> None:
+        return None
 
 
 @contextlib.contextmanager
@@ -253,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--lora-dir", action="append", default=[],
                        help="also copy the LoRA here (e.g. the WebUI's models/Lora)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a stopped CLI training from its last checkpoint")
     train.set_defaults(run=cmd_train)
 
     generate = commands.add_parser("generate", help="paint trained users into a template photo")

@@ -50,6 +50,7 @@ RESUMABLE = ("interrupted", "cancelled", "failed")
 STATES = ("queued", "running", "interrupted", *FINISHED)
 PROGRESS_WRITE_INTERVAL = 0.5  # seconds: progress is written (and cancel polled) at most this often
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+WRITE_AT_ONCE = ("stage", "checkpoint_step", "trainer_pid")  # progress keys written unthrottled
 DATABASE_NAME = "jobs.sqlite3"
 KEEP_FINISHED = 200  # finished jobs kept (rows + log); older ones are pruned at open
 COPY_CHUNK = 1 << 20
@@ -161,7 +162,11 @@ class JobHandle:
             action()
 
     def report(self, **progress: Any) -> None:
+        changed = any(self.record.progress.get(key) != progress[key]
+                      for key in WRITE_AT_ONCE if key in progress)
         self.record.progress.update(progress)
+        if changed:  # what a restart needs (the kept checkpoint) must not wait for the throttle
+            self._last_write = 0.0
         self._poll(write=True)
 
     def check_cancelled(self) -> None:
