@@ -6,6 +6,7 @@ are drawn there), so the same step can later be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -128,6 +129,16 @@ class LoRATrainingLoop:
         return total
 
 
+@functools.cache
+def training_graph_pool() -> Any:
+    """The memory pool of the step graph, shared by the validation graphs (validation.py).
+
+    Validation runs between steps, never during one, so its graphs can reuse the step graph's
+    scratch memory (see sampler.CapturedCall): validation then adds no memory to a run's peak.
+    One pool per process: a training process trains one LoRA on one GPU."""
+    return torch.cuda.graph_pool_handle()
+
+
 class CudaGraphStep:
     """The whole optimizer step (sampling, text encoder, UNet forward/backward, AdamW) captured
     once in a CUDA graph and replayed: the per-step cost is then the GPU's, not the Python
@@ -153,7 +164,7 @@ class CudaGraphStep:
         # our sampling generator is not the default one: the graph must advance its offsets
         self.graph.register_generator_state(loop.generator)
         loop.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=training_graph_pool()):
             self.static_loss = loop._micro_step_loss()
             self.static_loss.backward()
             loop.optimizer.step()
@@ -173,7 +184,7 @@ class CudaGraphStep:
     def step(self) -> float:
         self.graph.replay()
         self.loop.step_count += 1
-        loss = float(self.static_loss)
+        loss = float(self.static_loss.detach())  # a plain number: no autograd warning
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.loop.step_count}")
         return loss

@@ -68,9 +68,15 @@ class CapturedCall:
     replaying a captured graph removes that. Inputs are copied into static tensors; the weights
     are read in place, so LoRAs merged into them (lora_layers.merge_lora_in_place) apply
     without a new capture.
+
+    A `pool` (torch.cuda.graph_pool_handle()) shared with other graphs lets them reuse one
+    another's scratch memory. That is safe here because every call runs to completion on one
+    stream before the next starts and its output is cloned at once: what one graph leaves in
+    the shared memory is never read after another graph has run.
     """
 
-    def __init__(self, call: Callable[..., torch.Tensor], example: dict[str, Any]) -> None:
+    def __init__(self, call: Callable[..., torch.Tensor], example: dict[str, Any], *,
+                 pool: Any = None) -> None:
         self.static = {k: v.clone() if torch.is_tensor(v) else [t.clone() for t in v]
                        for k, v in example.items()}
         side = torch.cuda.Stream()
@@ -80,7 +86,7 @@ class CapturedCall:
                 call(**self.static)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=pool):
             self.output = call(**self.static)
 
     def __call__(self, **inputs: Any) -> torch.Tensor:
@@ -96,14 +102,18 @@ class CapturedCall:
 
 @dataclass
 class GraphCache:
-    """Captured calls by (what, models, shapes, control weights); owned by the backend."""
+    """Captured calls by (what, models, shapes, control weights); owned by the backend.
+
+    `pool`: one memory pool for all of them (and for whatever else shares it, such as the
+    trainer's step graph), instead of a private pool per graph; see CapturedCall."""
 
     graphs: dict[tuple, CapturedCall] = field(default_factory=dict)
+    pool: Any = None
 
     def call(self, key: tuple, call: Callable[..., torch.Tensor], example: dict[str, Any]
              ) -> CapturedCall:
         if key not in self.graphs:
-            self.graphs[key] = CapturedCall(call, example)
+            self.graphs[key] = CapturedCall(call, example, pool=self.pool)
         return self.graphs[key]
 
 

@@ -1,0 +1,76 @@
+"""The trainer's CUDA graphs on the tiny models (needs a CUDA GPU; skipped else).
+
+Validation captures its model calls into the step graph's memory pool (engine.training_graph_pool):
+these check that doing so changes neither the validation images nor the training that follows.
+Run on a GPU machine: `python -m pytest tests/gpu`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SIZE = 64  # pixels: 8 x 8 latents, the tiny UNet's sample size
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from easyphoto_core.sd.tiny import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0).checkpoint
+
+
+def _graph_loop(checkpoint, tmp_path):
+    from easyphoto_core.params import TrainParams, parse_params
+    from easyphoto_core.training.job import TrainJob
+    from easyphoto_train.engine import CudaGraphStep, LoRATrainingLoop, encode_latents
+    from easyphoto_train.setup import load_training_models
+
+    torch.manual_seed(0)  # the same LoRA initialisation for every loop
+    params = parse_params(TrainParams, {"resolution": 256, "rank": 8, "network_alpha": 8})
+    job = TrainJob("gpu-test", checkpoint, tmp_path, tmp_path / "out", params, device="cuda")
+    models, components = load_training_models(job, device=torch.device("cuda"),
+                                              dtype=torch.bfloat16)
+    images = np.random.default_rng(0).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    latents = encode_latents(components.vae, images, device=models.device, dtype=models.dtype)
+    tokens = components.tokenizer("easyphoto_face", padding="max_length", max_length=77,
+                                  return_tensors="pt").input_ids
+    loop = LoRATrainingLoop(models, latents, tokens, params,
+                            micro_batch=params.effective_batch_size, seed=0)
+    return CudaGraphStep(loop), components
+
+
+def _validation_image(components, graph_cache):
+    from easyphoto_core.pipeline.sampler import InpaintSpec, LatentInpainter
+
+    image = np.random.default_rng(1).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[16:48, 16:48] = 255
+    inpainter = LatentInpainter(components, device=torch.device("cuda"), dtype=torch.bfloat16,
+                                graph_cache=graph_cache)
+    return inpainter(InpaintSpec(image=image, mask=mask, prompt="easyphoto_face", steps=8,
+                                 denoise=0.7, seed=3))
+
+
+def test_validation_in_the_step_pool_leaves_training_and_images_unchanged(tiny_checkpoint,
+                                                                           tmp_path):
+    from easyphoto_core.pipeline.sampler import GraphCache
+    from easyphoto_train.engine import training_graph_pool
+
+    plain, _ = _graph_loop(tiny_checkpoint, tmp_path / "plain")
+    expected = [plain.step() for _ in range(6)]
+
+    step, components = _graph_loop(tiny_checkpoint, tmp_path / "validated")
+    losses = [step.step() for _ in range(3)]
+    eager = _validation_image(components, None)
+    graphs = GraphCache(pool=training_graph_pool())
+    captured = [_validation_image(components, graphs) for _ in range(2)]  # capture, then replay
+    losses += [step.step() for _ in range(3)]
+
+    np.testing.assert_allclose(losses, expected, rtol=1e-3)
+    assert all(np.isfinite(losses))
+    for image in captured:
+        assert np.abs(image.astype(int) - eager.astype(int)).max() <= 2
