@@ -79,7 +79,10 @@ def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Ten
         return (x * scale + shift).to(x.dtype)  # autograd cannot go through out=
     out = torch.empty_like(x, memory_format=torch.channels_last)
     # float32 scale and shift (the shift can be large against the spread); rounded once on write
-    return torch.addcmul(shift, x, scale, out=out)
+    try:
+        return torch.addcmul(shift, x, scale, out=out)
+    except RuntimeError:  # torch 2.1.2 (A1111's) CPU: mixed-dtype addcmul hits an internal assert
+        return out.copy_(x.float() * scale + shift)
 
 
 class ChannelsLastGroupNorm(torch.nn.GroupNorm):
