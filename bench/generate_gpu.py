@@ -1,6 +1,7 @@
 """Seconds per portrait on a GPU: our two diffusion passes against diffusers' stock pipeline.
 
     python bench/generate_gpu.py [--portraits 5]
+    python bench/generate_gpu.py --tiny      # CPU dry run of the same code paths (tiny models)
 
 SD1.5-architecture random weights (same FLOPs as real ones) and three ControlNet 1.1 files.
 Per portrait, as the product does it: first pass 512x512, 50 steps x denoise 0.45, canny +
@@ -8,6 +9,11 @@ openpose; second pass 768x768, 20 steps x 0.3, canny + tile; a LoRA merged for t
 reference is `StableDiffusionControlNetInpaintPipeline` doing the same two passes (its
 MultiControlNet, DPM++ 2M Karras), in the same process after ours. Our non-diffusion stages
 (detection, fusion, masks, controls) run on the CPU: bench/stages_cpu.py measures them.
+
+Also timed: start-up (loading the base model, the ControlNets and the LoRA), the first portrait
+after it (graph captures, kernel compiles), and a two-person portrait on a 1024x768 template:
+each face's two passes with its own user's LoRA, then the seam pass portrait.py runs where the
+pasted faces meet the photo (canny only, no LoRA, over the whole template).
 """
 
 from __future__ import annotations
@@ -25,19 +31,29 @@ sys.path.insert(0, str(REPO))
 FIRST = {"size": 512, "steps": 50, "denoise": 0.45, "controls": ("canny", "openpose")}
 SECOND = {"size": 768, "steps": 20, "denoise": 0.30, "controls": ("canny", "tile")}
 WEIGHTS = {"canny": 0.5, "openpose": 0.5, "tile": 1.0}
+TWO_PERSON_TEMPLATE = (768, 1024)  # height, width
+TARGETS = {"portrait_s": 0.5, "speed_up": 5.0, "first_call_s": 10.0}
 
 
-def inputs(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def inputs(size: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    height, width = size, width or size
     rng = np.random.default_rng(size)
-    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    mask = np.zeros((size, size), np.uint8)
-    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
-    control = np.zeros((size, size, 3), np.uint8)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
+    control = np.zeros((height, width, 3), np.uint8)
     control[:, ::7] = 255
     return image, mask, control
 
 
-def make_lora(path: Path, checkpoint: Path) -> Path:
+def make_lora(path: Path, checkpoint: Path, seed: int = 0) -> Path:
     import torch
 
     from easyphoto_core.lora_format import build_metadata, save_lora
@@ -46,7 +62,9 @@ def make_lora(path: Path, checkpoint: Path) -> Path:
 
     parts = load_sd15_checkpoint(checkpoint, device="cpu", dtype=torch.float16)
     network = inject_lora(parts.unet, parts.text_encoder, rank=128, alpha=64)
-    tensors = {k: (torch.randn_like(v.float()) * 0.01 if k.endswith("up.weight") else v.float())
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {k: (torch.randn(v.shape, generator=generator) * 0.01
+                   if k.endswith("up.weight") else v.float())
                for k, v in network.state_dict_kohya().items()}
     save_lora(path, tensors, build_metadata(user_id="bench", rank=128, alpha=64,
                                             base_model_hash="0", steps=800, score=None,
@@ -54,38 +72,78 @@ def make_lora(path: Path, checkpoint: Path) -> Path:
     return path
 
 
-def run_ours(backend, lora, portraits: int) -> dict:
-    import torch
-
+def one_pass(backend, spec: dict, *, seed: int, lora, size: tuple[int, int] | None = None
+             ) -> float:
+    """Seconds of one inpaint request as the portrait pipeline makes it, the GPU's work in."""
     from easyphoto_core.pipeline.backend import ControlSpec, InpaintRequest
 
-    def portrait(seed: int) -> dict[str, float]:
+    image, mask, control = inputs(*(size or (spec["size"],)))
+    controls = tuple(ControlSpec(kind, control, WEIGHTS[kind]) for kind in spec["controls"])
+    sync()
+    t0 = time.perf_counter()
+    backend.inpaint(InpaintRequest(image=image, mask=mask, prompt="easyphoto_face, photo",
+                                   negative_prompt="blurry", steps=spec["steps"],
+                                   denoise=spec["denoise"], cfg_scale=7.0, seed=seed,
+                                   controls=controls, lora=lora))
+    sync()
+    return time.perf_counter() - t0
+
+
+def run_ours(backend, loras: list, portraits: int, passes: dict) -> dict:
+    """Start-up, the first portrait, warm portraits, and the two-person portrait."""
+    import torch
+
+    from easyphoto_core.pipeline.portrait import SEAM_DENOISE, SEAM_STEPS
+
+    first, second = passes["first"], passes["second"]
+
+    def portrait(seed: int, lora) -> dict[str, float]:
+        return {"first": one_pass(backend, first, seed=seed, lora=lora),
+                "second": one_pass(backend, second, seed=seed, lora=lora)}
+
+    seam = {"steps": SEAM_STEPS, "denoise": SEAM_DENOISE, "controls": ("canny",)}
+
+    def two_people(seed: int) -> dict[str, float]:
         times = {}
-        for name, spec in (("first", FIRST), ("second", SECOND)):
-            image, mask, control = inputs(spec["size"])
-            controls = tuple(ControlSpec(kind, control, WEIGHTS[kind]) for kind in spec["controls"])
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            backend.inpaint(InpaintRequest(image=image, mask=mask, prompt="easyphoto_face, photo",
-                                           negative_prompt="blurry", steps=spec["steps"],
-                                           denoise=spec["denoise"], cfg_scale=7.0, seed=seed,
-                                           controls=controls, lora=lora))
-            torch.cuda.synchronize()
-            times[name] = time.perf_counter() - t0
+        for number, lora in enumerate(loras[:2]):  # each face with its own user's LoRA
+            for name, seconds in portrait(seed + number, lora).items():
+                times[f"face{number + 1}_{name}"] = seconds
+        backend.release()  # the seam pass runs on the plain base model
+        times["seam"] = one_pass(backend, seam, seed=seed, lora=None, size=passes["template"])
         return times
 
+    t0 = time.perf_counter()  # start-up: the models into the GPU (what a server does once)
+    components = backend.cache.checkpoint(backend.base_model)
+    for kind in ("canny", "openpose", "tile"):
+        backend.cache.controlnet(backend.controlnet_path(kind))
+    for lora in loras:
+        backend.cache.lora(lora.path)
+    sync()
+    load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    warm = portrait(0)  # loads models, captures the graphs
+    warm = portrait(0, loras[0])  # graph captures and kernel compiles happen here
     first_call = time.perf_counter() - t0
-    runs = [portrait(seed) for seed in range(1, portraits + 1)]
-    return {"first_call_s": round(first_call, 2), "warm_first_pass_s": round(warm["first"], 2),
+    runs = [portrait(seed, loras[0]) for seed in range(1, portraits + 1)]
+    t0 = time.perf_counter()
+    two_people(100)  # captures the seam pass's graphs (a new shape)
+    two_first_call = time.perf_counter() - t0
+    two = [two_people(200 + seed) for seed in range(max(2, portraits // 2))]
+    totals = [r["first"] + r["second"] for r in runs]
+    del components
+    return {"load_s": round(load, 2), "first_call_s": round(first_call, 2),
+            "warm_first_pass_s": round(warm["first"], 2),
             "first_pass_s": round(np.mean([r["first"] for r in runs]), 4),
             "second_pass_s": round(np.mean([r["second"] for r in runs]), 4),
-            "portrait_s": round(np.mean([r["first"] + r["second"] for r in runs]), 4),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            "portrait_s": round(np.mean(totals), 4),
+            "portrait_min_s": round(min(totals), 4), "portrait_max_s": round(max(totals), 4),
+            "two_person_first_call_s": round(two_first_call, 2),
+            "two_person_s": round(np.mean([sum(t.values()) for t in two]), 4),
+            "two_person_seam_s": round(np.mean([t["seam"] for t in two]), 4),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            if torch.cuda.is_available() else None}
 
 
-def run_stock(components, controlnets: dict, portraits: int) -> dict:
+def run_stock(components, controlnets: dict, portraits: int, passes: dict) -> dict:
     import torch
     from diffusers import (
         DPMSolverMultistepScheduler,
@@ -104,15 +162,16 @@ def run_stock(components, controlnets: dict, portraits: int) -> dict:
             scheduler=scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
 
-    pipes = {"first": pipe_for(FIRST["controls"]), "second": pipe_for(SECOND["controls"])}
+    pipes = {name: pipe_for(passes[name]["controls"]) for name in ("first", "second")}
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
 
     def portrait(seed: int) -> dict[str, float]:
         times = {}
-        for name, spec in (("first", FIRST), ("second", SECOND)):
+        for name in ("first", "second"):
+            spec = passes[name]
             image, mask, control = inputs(spec["size"])
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             pipes[name](prompt="easyphoto_face, photo", negative_prompt="blurry",
                         image=Image.fromarray(image), mask_image=Image.fromarray(mask),
@@ -121,7 +180,7 @@ def run_stock(components, controlnets: dict, portraits: int) -> dict:
                         strength=spec["denoise"], guidance_scale=7.0,
                         controlnet_conditioning_scale=[WEIGHTS[k] for k in spec["controls"]],
                         generator=torch.Generator("cpu").manual_seed(seed))
-            torch.cuda.synchronize()
+            sync()
             times[name] = time.perf_counter() - t0
         return times
 
@@ -134,14 +193,13 @@ def run_stock(components, controlnets: dict, portraits: int) -> dict:
 
 def timed(fn, repeat: int = 3) -> float:
     """Mean seconds of `fn` after one warm-up call, the GPU's work included."""
-    import torch
 
     fn()
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(repeat):
         fn()
-    torch.cuda.synchronize()
+    sync()
     return round((time.perf_counter() - t0) / repeat, 4)
 
 
@@ -239,35 +297,70 @@ def main() -> None:
     parser.add_argument("--nchw", action="store_true", help="keep the default memory layout")
     parser.add_argument("--compile", action="store_true", help="torch.compile UNet/ControlNets")
     parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--skip-profile", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="CPU dry run: tiny models, small sizes")
     args = parser.parse_args()
+    passes = {"first": FIRST, "second": SECOND, "template": TWO_PERSON_TEMPLATE}
+    device, dtype = torch.device("cuda"), torch.float16
+    if args.tiny:  # the same steps and strengths at an eighth of the area
+        passes = {"first": {**FIRST, "size": 128}, "second": {**SECOND, "size": 192},
+                  "template": (128, 256)}
+        device, dtype, args.portraits, args.skip_profile = torch.device("cpu"), torch.float32, 1, True
+    else:
+        props = torch.cuda.get_device_properties(0)
+        print(f"GPU {props.name}; torch {torch.__version__}, CUDA {torch.version.cuda}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        files = write_tiny_models(Path(tmp), seed=0, size="sd15")
-        lora = LoraRef("easyphoto_bench", make_lora(Path(tmp) / "lora.safetensors",
-                                                    files.checkpoint), 0.9)
-        print(f"random SD1.5 + 3 ControlNets + LoRA written in {time.perf_counter() - t0:.1f} s")
-        cache = ModelCache(device=torch.device("cuda"), dtype=torch.float16,
-                           channels_last=not args.nchw, compile_models=args.compile)
+        files = write_tiny_models(Path(tmp), seed=0, size="tiny" if args.tiny else "sd15")
+        loras = [LoraRef(f"easyphoto_user{n}", make_lora(Path(tmp) / f"lora{n}.safetensors",
+                                                         files.checkpoint, seed=n), 0.9)
+                 for n in (1, 2)]
+        print(f"random SD1.5 + 3 ControlNets + 2 LoRAs written in {time.perf_counter() - t0:.1f} s")
+        cache = ModelCache(device=device, dtype=dtype, channels_last=not args.nchw,
+                           compile_models=args.compile)
         backend = DiffusersBackend(base_model=files.checkpoint, controlnet_dirs=[Path(tmp)],
                                    cache=cache)
-        ours = run_ours(backend, lora, args.portraits)
+        ours = run_ours(backend, loras, args.portraits, passes)
         print("ours ", ours, flush=True)
-        print("first pass, by part:", profile_first_pass(backend, lora), flush=True)
+        if not args.skip_profile:
+            print("first pass, by part:", profile_first_pass(backend, loras[0]), flush=True)
+        backend.release()
+        if args.skip_stock:
+            return
         components = cache.checkpoint(files.checkpoint)
         controlnets = {k: cache.controlnet(backend.controlnet_path(k))
                        for k in ("canny", "openpose", "tile")}
-        if args.skip_stock:
-            return
         cache.graphs.graphs.clear()
         plain_modules([components.unet, components.vae, *controlnets.values()])
-        torch.cuda.empty_cache()
-        stock = run_stock(components, controlnets, args.portraits)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        stock = run_stock(components, controlnets, args.portraits, passes)
+        if device.type == "cuda":
+            stock["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         print("stock", stock, flush=True)
+    report(ours, stock)
+
+
+def report(ours: dict, stock: dict) -> None:
+    speed_up = stock["portrait_s"] / ours["portrait_s"]
     print(f"\nper portrait: ours {ours['portrait_s']:.3f} s (first pass {ours['first_pass_s']:.3f}"
-          f", second {ours['second_pass_s']:.3f}), stock {stock['portrait_s']:.3f} s "
+          f", second {ours['second_pass_s']:.3f}; spread {ours['portrait_min_s']:.3f}-"
+          f"{ours['portrait_max_s']:.3f}), stock {stock['portrait_s']:.3f} s "
           f"(first {stock['first_pass_s']:.3f}, second {stock['second_pass_s']:.3f}); "
-          f"speed-up {stock['portrait_s'] / ours['portrait_s']:.1f}x; peak {ours['peak_gib']} GiB;"
-          f" first call (loading + graph capture) {ours['first_call_s']} s")
+          f"speed-up {speed_up:.1f}x; peak {ours['peak_gib']} GiB (stock "
+          f"{stock.get('peak_gib')} GiB)")
+    print(f"start-up (models to the GPU) {ours['load_s']} s; first portrait after it "
+          f"{ours['first_call_s']} s; two-person portrait with the seam pass "
+          f"{ours['two_person_s']:.3f} s (seam pass {ours['two_person_seam_s']:.3f} s; its first "
+          f"call {ours['two_person_first_call_s']} s)")
+    for name, value, target, sign in (
+            ("portrait s", ours["portrait_s"], TARGETS["portrait_s"], "<="),
+            ("speed-up vs stock", speed_up, TARGETS["speed_up"], ">="),
+            ("first call s", ours["first_call_s"], TARGETS["first_call_s"], "<=")):
+        met = value <= target if sign == "<=" else value >= target
+        print(f"  {name:18s} {value:8.3f} (target {sign} {target}): "
+              f"{'met' if met else 'MISSED'}")
 
 
 if __name__ == "__main__":
