@@ -1,5 +1,5 @@
-"""Every user-visible string of the EasyPhoto tab, in one place, so that a translation (issue 14:
-a zh catalogue) replaces this table and nothing else.
+"""Every user-visible string of the EasyPhoto tab, in one place; `text()` and friends give them in
+the current language through the one catalogue (easyphoto_core.i18n, English + 简体中文).
 
 Field labels, defaults and bounds of the parameters are not here: they come from
 `easyphoto_core.params` (one params model). What is here is the tab's own text: buttons, headings,
@@ -7,6 +7,8 @@ hints, stage names and the short words that head a photo's verdict.
 """
 
 from __future__ import annotations
+
+from easyphoto_core.i18n import gettext
 
 TEXT: dict[str, str] = {
     # tabs and headings
@@ -142,13 +144,17 @@ REASONS: dict[str, str] = {
 
 
 def text(key: str, **values: object) -> str:
-    """The string `key`, with `values` filled in."""
-    return TEXT[key].format(**values) if values else TEXT[key]
+    """The string `key` in the current language (easyphoto_core.i18n), with `values` filled in."""
+    return gettext(TEXT[key], **values)
+
+
+def state_name(state: str) -> str:
+    return gettext(STATES.get(state, state))
 
 
 def stage_name(stage: str | None) -> str:
-    return STAGES.get(stage or "", stage or "")
+    return gettext(STAGES.get(stage or "", stage or ""))
 
 
 def reason_heading(reason: str | None) -> str:
-    return REASONS.get(reason or "", "not usable")
+    return gettext(REASONS.get(reason or "", "not usable"))

@@ -189,18 +189,20 @@ def params_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 def field_specs(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
     """Per field: label, default, bounds and choices, for building UI widgets and CLI flags."""
+    from easyphoto_core.i18n import gettext  # labels and help in the current language
+
     schema = params_schema(model)
     specs: dict[str, dict[str, Any]] = {}
     for name, prop in schema["properties"].items():
         specs[name] = {
-            "label": prop.get("title", name),
+            "label": gettext(prop.get("title", name)),
             "default": prop.get("default"),
             "type": prop.get("type", "string"),
             "minimum": prop.get("minimum", prop.get("exclusiveMinimum")),
             "maximum": prop.get("maximum", prop.get("exclusiveMaximum")),
             "choices": prop.get("enum"),
             "multiple_of": prop.get("multipleOf"),
-            "help": prop.get("description", ""),
+            "help": gettext(prop.get("description", "")),
         }
     return specs
 
