@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Uplo
 from fastapi.responses import FileResponse
 
 from easyphoto_app.auth import basic_auth_dependency
+from easyphoto_app.localized import LocalizedRoute
 from easyphoto_core.context import StudioContext
 from easyphoto_core.jobs import JobNotFound, JobStateError, QueueFull, StoreUnavailable
 
@@ -129,6 +130,7 @@ def build_router(context: StudioContext, *, credentials: dict[str, str]) -> APIR
         prefix=API_PREFIX,
         tags=["EasyPhoto"],
         dependencies=[Depends(basic_auth_dependency(credentials))],
+        route_class=LocalizedRoute,  # errors' detail in the caller's language (en / zh)
     )
 
     @router.get("/version", summary="Version, backend and workspace")
@@ -150,7 +152,9 @@ def build_router(context: StudioContext, *, credentials: dict[str, str]) -> APIR
 def register_routes(app: FastAPI, context: StudioContext, *, credentials: dict[str, str]) -> None:
     """Our routes on `app`; also starts the job queue's worker, so jobs queued before a restart
     run (in a host: as soon as it has started)."""
+    from easyphoto_app.compat_routes import register_compat_routes
     from easyphoto_core.studio import attach
 
     app.include_router(build_router(context, credentials=credentials))
+    register_compat_routes(app, context, credentials=credentials)  # sd-webui-EasyPhoto's routes
     attach(context)

@@ -13,9 +13,11 @@ from fastapi import FastAPI
 
 from easyphoto_app.api import register_routes
 from easyphoto_app.auth import BasicAuthMiddleware, parse_credentials
+from easyphoto_app.docs import add_offline_docs
 from easyphoto_app.ui import build_ui, enable_queue
 from easyphoto_core import __version__
 from easyphoto_core.context import StudioContext, StudioSettings
+from easyphoto_core.i18n import set_default_language
 from easyphoto_core.workspace import Workspace, default_workspace_root
 
 
@@ -36,12 +38,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also copy trained LoRAs here (repeatable)")
     parser.add_argument("--weights-dir", type=Path, help="downloaded weights (default: weights/)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--lang", default="en", choices=("en", "zh"),
+                        help="language of the UI and of messages (zh = 简体中文)")
     return parser.parse_args(argv)
 
 
 def create_app(context: StudioContext, *, api_auth: str | None = None) -> FastAPI:
     credentials = parse_credentials(api_auth)
-    app = FastAPI(title="EasyPhoto", version=__version__)
+    app = FastAPI(title="EasyPhoto", version=__version__, docs_url=None, redoc_url=None)
+    add_offline_docs(app)  # /docs and /redoc with no CDN
     if credentials:  # in front of everything: routes, the UI and its gradio API, /docs
         app.add_middleware(BasicAuthMiddleware, credentials=credentials)
     register_routes(app, context, credentials=credentials)
@@ -70,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn  # only the standalone server needs it
 
     args = parse_args(argv)
+    set_default_language(args.lang)
     host = "0.0.0.0" if args.listen else args.host
     if host not in ("127.0.0.1", "localhost", "::1") and not parse_credentials(args.api_auth):
         print(f"WARNING: listening on {host} without --api-auth: anyone who can reach this "
