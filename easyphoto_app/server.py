@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                               device=args.device)
     context = StudioContext(Workspace(args.workspace or default_workspace_root()), "diffusers",
                             settings=settings)
+    from easyphoto_core.readiness import console_lines
+
+    for line in console_lines(context.missing_models()):  # what a first portrait still needs
+        print(line)
     print(f"EasyPhoto studio: http://{host}:{args.port}/  (API under /easyphoto/v1, "
           f"docs at /docs; workspace {context.workspace.root})")
     uvicorn.run(create_app(context, api_auth=args.api_auth), host=host, port=args.port)

@@ -61,8 +61,14 @@ class StudioContext:
             "backend": self.backend_name,
             "workspace": str(self.workspace.root),
             "base_model": str(self.settings.current_base_model() or "") or None,  # a host's: now
+            "missing": self.missing_models(),  # what a first portrait still needs
             **self.host_info,
         }
+
+    def missing_models(self) -> list[dict[str, Any]]:
+        from easyphoto_core.readiness import missing
+
+        return missing(self.settings, in_host=self.backend_name != "diffusers")
 
     def params_description(self) -> dict[str, Any]:
         return {"train": field_specs(TrainParams), "generate": field_specs(GenerateParams)}

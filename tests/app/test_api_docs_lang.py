@@ -108,3 +108,10 @@ def test_compat_infer_answers_in_easyphotos_shape(client):
                        json={"user_ids": ["alice"], "first_diffusion_steps": 500,
                              "init_image": "AAAA"}).json()
     assert "first_diffusion_steps" in body["message"]
+
+
+def test_version_says_what_a_first_portrait_still_needs(client):
+    missing = client.get("/easyphoto/v1/version").json()["missing"]
+    assert missing[0]["name"] == "v1-5-pruned-emaonly" and missing[0]["message"]
+    zh = client.get("/easyphoto/v1/version", headers={"Accept-Language": "zh"}).json()
+    assert zh["missing"][0]["message"].startswith("缺少：")
