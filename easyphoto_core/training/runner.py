@@ -100,12 +100,13 @@ def _die_with_parent() -> dict[str, Any]:
     watch covers every system)."""
     if not sys.platform.startswith("linux"):
         return {}
+    import ctypes
+
+    # looked up here, not in the child: between fork and exec only this call runs there
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def set_parent_death_signal() -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
     # The signal fires when the *thread* that started the child ends; our callers start it from
     # the long-lived job worker thread or the CLI's main thread.
