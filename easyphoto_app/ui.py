@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from easyphoto_app import compat, ui_generate, ui_jobs, ui_train
+from easyphoto_app import compat, first_run, ui_generate, ui_jobs, ui_train
 from easyphoto_app.labels import text
 from easyphoto_core import PROJECT_ROOT
 from easyphoto_core.context import StudioContext
@@ -42,6 +42,7 @@ def _style() -> str:
 def build_ui(context: StudioContext) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False, title="EasyPhoto") as blocks:
         gr.HTML(_style(), visible=True, elem_id="easyphoto_style")
+        missing = first_run.banner(context)  # above the tabs: what a first portrait needs
         with gr.Tab(text("tab_train"), elem_id="easyphoto_train_tab"):
             train = ui_train.build_train_tab(context)
         with gr.Tab(text("tab_generate"), elem_id="easyphoto_generate_tab"):
@@ -50,6 +51,8 @@ def build_ui(context: StudioContext) -> gr.Blocks:
             gr.JSON(value=context.describe(), label="EasyPhoto")
         jobs_table, _ = ui_jobs.build_jobs_panel(context)
         _wire(context, blocks, train, generate, jobs_table)
+        blocks.load(functools.partial(first_run.refresh, context), inputs=[], outputs=missing,
+                    **compat.quick())
     return blocks
 
 
