@@ -144,3 +144,14 @@ def test_host_localization_file_is_current():
     assert shipped == i18n.host_localization()
     assert shipped["Start training"] == "开始训练"
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in shipped.items())
+
+
+def test_cli_lang_prints_errors_in_chinese(capsys, tmp_path):
+    from easyphoto_core.cli import main
+
+    assert main(["--lang", "zh", "download", "no_such_weight", "--weights-dir",
+                 str(tmp_path)]) == 1
+    chinese = capsys.readouterr().err
+    assert chinese.startswith("错误：注册表中没有名为 'no_such_weight' 的权重"), chinese
+    assert main(["download", "no_such_weight", "--weights-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: no weight called 'no_such_weight'")
