@@ -188,10 +188,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     template = _read_template(Path(args.template))
     from easyphoto_core.studio import portrait_pipeline
 
-    pipeline = portrait_pipeline(_studio(args))
+    context = _studio(args)
+    pipeline = portrait_pipeline(context)
     with _stage_progress() as on_progress:
         result = pipeline(template, args.user_id, params, callback=on_progress)
-    _save_portrait(Path(args.out), result.image, params)
+    _save_portrait(Path(args.out), result, params, context)
     print(f"portrait: {args.out}")
     for face in result.faces:
         score = "no face found" if face.identity is None else f"{face.identity.score:.2f}"
@@ -218,16 +219,12 @@ def _studio(args: argparse.Namespace):
                          settings=settings)
 
 
-def _save_portrait(path: Path, image, params) -> None:
-    from PIL import Image, PngImagePlugin
+def _save_portrait(path: Path, result, params, context) -> None:
+    from easyphoto_core import infotext
 
-    from easyphoto_core.params import infotext
-    from easyphoto_core.workspace import atomic_save_with
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", ", ".join(f"{k}: {v}" for k, v in infotext(params).items()))
-    atomic_save_with(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG",
-                                                                   pnginfo=info))
+    text = infotext.for_portrait(params, result, workspace=context.workspace,
+                                 base_model=context.settings.current_base_model())
+    infotext.save_png(path, result.image, text)
 
 
 @contextlib.contextmanager
@@ -258,6 +255,8 @@ def _add_photo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m easyphoto_core", description=__doc__)
+    parser.add_argument("--lang", choices=("en", "zh"), default=None,
+                        help="language of messages (zh = 简体中文; default: $EASYPHOTO_LANG or en)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tiny = commands.add_parser(
@@ -313,9 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from easyphoto_core.i18n import gettext, translate_message, use_language
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except _user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    with use_language(args.lang or os.environ.get("EASYPHOTO_LANG")):
+        try:
+            return args.run(args)
+        except _user_errors() as error:
+            print(gettext("error: {message}", message=translate_message(str(error))),
+                  file=sys.stderr)
+            return 1

@@ -229,3 +229,21 @@ def _sha256(handle: Any, offset: int) -> str:
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()
+
+
+def for_portrait(params: GenerateParams, result: Any, *, workspace: Any,
+                 base_model: Path | None, base_model_hash: str | None = None) -> str:
+    """The infotext of a PortraitResult: its seed and size, the base model, each painted user's
+    LoRA (the name the host's Lora tab knows it by) — what studio, API, host and CLI write."""
+    user_ids = list(dict.fromkeys(face.user_id for face in result.faces))
+    loras = []
+    for user_id in user_ids:
+        files = workspace.user(user_id)
+        if files.lora_file.is_file():
+            loras.append((files.lora_name, files.lora_file))
+    seed = getattr(result, "seed", None)
+    height, width = result.image.shape[:2]
+    return build(params, Provenance(
+        seed=params.seed if seed is None else seed, width=width, height=height,
+        user_ids=user_ids, base_model=base_model, base_model_hash=base_model_hash,
+        loras=loras))

@@ -292,6 +292,7 @@ def start_generation(context: StudioContext, template: np.ndarray, user_ids: lis
 def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]:
     from PIL import Image
 
+    from easyphoto_core import infotext
     from easyphoto_core.training.progress import GenerationProgress
 
     inputs = handle.record.inputs
@@ -304,7 +305,9 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
                       callback=GenerationProgress(handle),
                       interrupt=lambda: handle.cancelled)
     path = context.workspace.root / "outputs" / f"{handle.record.id}.png"
-    atomic_save_with(path, lambda tmp: _save_png(tmp, result.image))
+    text = infotext.for_portrait(params, result, workspace=context.workspace,
+                                 base_model=context.settings.current_base_model())
+    infotext.save_png(path, result.image, text)  # the host's PNG Info reads it back
     return {"image": str(path), "notes": list(getattr(result, "notes", []) or []), "faces": [
         {"user_id": f.user_id, "box": list(f.box),
          "score": None if f.identity is None else round(f.identity.score, 4)}

@@ -78,6 +78,7 @@ class PortraitResult:
     faces: list[FaceResult]
     intermediates: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. a face-id image replaced by a fallback
+    seed: int | None = None  # the seed used (params.seed, or the random one drawn): infotext
 
 
 class PortraitPipeline:
@@ -186,7 +187,7 @@ class PortraitPipeline:
         # 10. how much each output face looks like its user
         scored = [FaceResult(uid, crop.box, self._score(result, crop, users[uid]))
                   for uid, crop in faces]
-        return PortraitResult(result, scored, run.intermediates, notes)
+        return PortraitResult(result, scored, run.intermediates, notes, seed=run.seed)
 
     def _score(self, image: np.ndarray, crop: stages.FaceCrop,
                user: UserAssets) -> stages.IdentityScore | None:

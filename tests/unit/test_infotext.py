@@ -80,3 +80,22 @@ def test_foreign_or_bad_texts_are_refused_with_reason():
     with pytest.raises(ParamsError, match="lora_weight"):
         infotext.generate_params("p\nNegative prompt: n\nSteps: 20, Seed: 1, "
                                  "EasyPhoto LoRA weight: 9, EasyPhoto version: x")
+
+
+def test_a_portraits_infotext_names_its_seed_users_and_their_loras(tmp_path, lora):
+    from types import SimpleNamespace
+
+    from easyphoto_core.workspace import Workspace, atomic_write_bytes
+
+    workspace = Workspace(tmp_path / "ws")
+    alice = workspace.user("alice")
+    atomic_write_bytes(alice.lora_file, lora.read_bytes())
+    result = SimpleNamespace(image=np.zeros((48, 64, 3), np.uint8), seed=99, faces=[
+        SimpleNamespace(user_id="alice"), SimpleNamespace(user_id="nobody")])
+    text = infotext.for_portrait(GenerateParams(seed=-1), result, workspace=workspace,
+                                 base_model=None)
+    values = infotext.parse(text)
+    assert values["Seed"] == "99" and values["Size"] == "64x48"
+    assert values["EasyPhoto user ids"] == "alice, nobody"
+    assert values["Lora hashes"] == f"{alice.lora_name}: {infotext.lora_hash(alice.lora_file)}"
+    assert "Model hash" not in values
