@@ -33,6 +33,21 @@ class StudioSettings:
     training_session: Callable[[Any], AbstractContextManager[None]] | None = None
     # In a host: its GenerationBackend (the host's model and ControlNet); None = diffusers
     generation_backend: Callable[[], Any] | None = None
+    face_backend: str = "auto"  # auto, dlib, yunet or insightface (FaceModels.load)
+    keep_face_models: bool = True  # keep them loaded between jobs (else load per job)
+    # In a host: also save each portrait where the host keeps its images; gets (image,
+    # infotext, params), returns the path written (Settings → EasyPhoto → save folder)
+    save_portrait: Callable[[Any, str, Any], Path | None] | None = None
+    # In a host: Settings → EasyPhoto, read when a job needs them (they change at run time);
+    # a name it returns overrides the field of the same name
+    options: Callable[[], dict[str, Any]] | None = None
+
+    def option(self, name: str) -> Any:
+        if self.options is not None:
+            current = self.options()
+            if name in current:
+                return current[name]
+        return getattr(self, name)
 
     def current_base_model(self) -> Path | None:
         if self.base_model_provider is not None:
@@ -62,8 +77,14 @@ class StudioContext:
             "workspace": str(self.workspace.root),
             "base_model": str(self.settings.current_base_model() or "") or None,  # a host's: now
             "missing": self.missing_models(),  # what a first portrait still needs
+            "face_backend": self.settings.option("face_backend"),
+            "face_models": self._face_models_in_use(),  # what "auto" picked, once loaded
             **self.host_info,
         }
+
+    def _face_models_in_use(self) -> Any:
+        models = self.resources.get("face_models")
+        return None if models is None else models.describe()
 
     def missing_models(self) -> list[dict[str, Any]]:
         from easyphoto_core.readiness import missing

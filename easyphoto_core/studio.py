@@ -57,14 +57,21 @@ def _base_model(context: StudioContext) -> Path:
 
 def face_models(context: StudioContext) -> Any:
     """The face models, loaded once per studio (the context owns them)."""
-    if "face_models" not in context.resources:
-        from easyphoto_core.faces.chooser import FaceModels
-        from easyphoto_core.weights import WeightPaths
+    from easyphoto_core.faces.chooser import FaceModels
+    from easyphoto_core.weights import WeightPaths
 
-        weights_dir = context.settings.weights_dir
-        paths = WeightPaths.standalone(root=weights_dir) if weights_dir else None
-        context.resources["face_models"] = FaceModels.load(paths, load_pose=True)
-    return context.resources["face_models"]
+    backend = context.settings.option("face_backend")
+    keep = context.settings.option("keep_face_models")  # else this job's, freed after it
+    cached = context.resources.get("face_models")
+    if keep and cached is not None and context.resources.get("face_backend") == backend:
+        return cached
+    context.resources.pop("face_models", None)
+    weights_dir = context.settings.weights_dir
+    paths = WeightPaths.standalone(root=weights_dir) if weights_dir else None
+    models = FaceModels.load(paths, load_pose=True, backend=backend)
+    if keep:
+        context.resources.update(face_models=models, face_backend=backend)
+    return models
 
 
 def attach(context: StudioContext) -> None:
@@ -308,6 +315,8 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
     text = infotext.for_portrait(params, result, workspace=context.workspace,
                                  base_model=context.settings.current_base_model())
     infotext.save_png(path, result.image, text)  # the host's PNG Info reads it back
+    if context.settings.save_portrait is not None:  # the host's outputs folder too
+        context.settings.save_portrait(result.image, text, params)
     return {"image": str(path), "notes": list(getattr(result, "notes", []) or []), "faces": [
         {"user_id": f.user_id, "box": list(f.box),
          "score": None if f.identity is None else round(f.identity.score, 4)}

@@ -59,6 +59,7 @@ class FaceModels:
         use_insightface: bool = True,
         use_mediapipe: bool = True,
         load_pose: bool = False,
+        backend: str = "auto",
     ) -> FaceModels:
         """Load the best available backends (`paths` None = `WeightPaths.standalone()`).
 
@@ -67,12 +68,19 @@ class FaceModels:
         """
         paths = paths if paths is not None else weights.WeightPaths.standalone()
         skipped: dict[str, str] = {}
-        detector = _first_available(
-            [("yunet", lambda: _load_yunet(paths, offline)), ("dlib_hog", _load_dlib_detector)],
-            skipped, what="face detector",
-        )
+        if backend not in FACE_BACKENDS:
+            raise FaceModelError(f"Unknown face backend {backend!r}: choose one of "
+                                 f"{', '.join(FACE_BACKENDS)}.")
+        detectors: list[tuple[str, Callable[[], FaceDetector]]] = [
+            ("yunet", lambda: _load_yunet(paths, offline)), ("dlib_hog", _load_dlib_detector)]
+        # a backend chosen in the settings is used alone: falling back would hide the choice
+        if backend in ("yunet", "dlib"):
+            detectors = [item for item in detectors if item[0].startswith(backend)]
+        detector = _first_available(detectors, skipped, what="face detector")
         embedders: list[tuple[str, Callable[[], FaceEmbedder]]] = [("dlib", _load_dlib_embedder)]
-        if use_insightface:
+        if backend == "insightface":
+            embedders = [("insightface", lambda: _load_arcface(paths))]
+        elif use_insightface and backend == "auto":
             embedders.insert(0, ("insightface", lambda: _load_arcface(paths)))
         else:
             skipped["insightface"] = "disabled by the caller"
@@ -138,6 +146,9 @@ class FaceModels:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+FACE_BACKENDS = ("auto", "dlib", "yunet", "insightface")
 
 
 def _first_available(
