@@ -46,6 +46,8 @@ TEXT: dict[str, str] = {
     "chosen_checkpoints": "**Chosen checkpoint(s):** {steps}",
     "fusion_error": " (fused; relative error {error:.3f})",
     "final_score": "**Identity score:** {score:.3f}",
+    "no_face_id": "No validation image showed a face, so there is no face-id image: generation "
+                  "uses the reference photo (shown) instead. More steps usually fix this.",
     "training_failed": "**Training failed:** {message}",
     "training_cancelled": "**Training cancelled:** {message}",
     # generate tab

@@ -128,7 +128,8 @@ def dropdown_updates(context: StudioContext, count: int | None,
 
 
 def select_template(context: StudioContext):
-    def handler(*current: str, evt: gr.SelectData) -> list[Any]:
+    # gradio passes the event data at its parameter's position: first, before the dropdowns
+    def handler(evt: gr.SelectData, *current: str) -> list[Any]:
         paths = templates.list_templates(context)
         index = compat.select_index(evt)
         if index is None or index >= len(paths):

@@ -17,6 +17,8 @@ from PIL import Image, ImageOps
 from easyphoto_app.labels import STATES, reason_heading, stage_name, text
 from easyphoto_core.jobs import FINISHED
 
+ENDED = (*FINISHED, "interrupted")  # states a job stays in until someone acts
+
 THUMBNAIL_SIDE = 256
 # Share of a training job's bar each stage covers, so the bar always moves forward.
 TRAIN_BAR = {"preprocess": (0.0, 0.08), "loading": (0.08, 0.12), "train": (0.12, 0.9),
@@ -59,8 +61,9 @@ def progress_html(record: Any | None, *, now: float | None = None,
     now = time.time() if now is None else now
     progress = record.progress
     parts = [STATES.get(record.state, record.state)]
-    if record.state in FINISHED:
-        parts.append(plain_message(record.message))
+    if record.state in ENDED:
+        message = plain_message(record.message)
+        parts.append("" if message == record.state else message)
     elif record.state == "queued":
         parts.append(text("progress_waiting"))
     else:
@@ -113,7 +116,7 @@ def log_text(record: Any | None) -> str:
     if record is None:
         return ""
     lines = list(record.progress.get("log") or [])
-    if record.state in FINISHED and record.message:
+    if record.state in ENDED and record.message:
         lines.append(f"{STATES.get(record.state, record.state)}: {plain_message(record.message)}")
     return "\n".join(lines)
 
@@ -158,11 +161,31 @@ def verdict_items(record: Any, thumbnails: list[str]) -> list[GalleryItem]:
 
 
 def photos_summary(record: Any) -> str:
+    """How many photos were kept, and each dropped one with its reason (captions under small
+    thumbnails are cut short)."""
     photos = record.progress.get("photos") or []
     if not photos:
         return ""
     kept = sum(1 for p in photos if p.get("kept"))
-    return text("photos_summary", kept=kept, total=len(photos))
+    lines = [text("photos_summary", kept=kept, total=len(photos))]
+    lines += [f"- {verdict_caption(p)}" for p in photos if not p.get("kept")]
+    return "\n".join(lines)
+
+
+def _user_root(record: Any) -> Path | None:
+    """A finished training's user folder (where its LoRA is)."""
+    lora = record.result.get("lora")
+    return Path(lora).parent if lora else None
+
+
+def _existing(path: str, record: Any, folder: str) -> Path | None:
+    """`path`, or the same file in the user's `folder` once a finished training has moved its
+    files from the job's staging folder into the user's."""
+    if Path(path).is_file():
+        return Path(path)
+    root = _user_root(record)
+    moved = root / folder / Path(path).name if root else None
+    return moved if moved is not None and moved.is_file() else None
 
 
 def validation_items(record: Any) -> list[GalleryItem]:
@@ -172,8 +195,9 @@ def validation_items(record: Any) -> list[GalleryItem]:
         scores = validation.get("scores") or []
         for index, image in enumerate(validation.get("images") or []):
             score = scores[index] if index < len(scores) else validation.get("mean_score") or 0.0
-            if Path(image).is_file():
-                items.append((thumbnail(image, 384), text("validation_caption",
+            found = _existing(image, record, "validation")
+            if found is not None:
+                items.append((thumbnail(found, 384), text("validation_caption",
                                                           step=validation["step"],
                                                           score=float(score))))
     return items
@@ -200,14 +224,20 @@ def train_result_markdown(record: Any | None) -> str:
         lines.append(chosen)
     if result.get("score") is not None:
         lines.append(text("final_score", score=float(result["score"])))
+    if not result.get("face_id"):
+        lines.append(text("no_face_id"))
     return "\n\n".join(lines)
 
 
 def face_id_image(record: Any | None) -> Image.Image | None:
-    if record is None or record.state != "done" or not record.result.get("face_id"):
+    """The face-id image; without one (no validation image showed a face), the reference photo
+    that generation then uses."""
+    if record is None or record.state != "done":
         return None
-    path = Path(record.result["face_id"])
-    return thumbnail(path, 512) if path.is_file() else None
+    root = _user_root(record)
+    candidates = [record.result.get("face_id"), root and root / "reference.png"]
+    path = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    return thumbnail(path, 512) if path is not None else None
 
 
 def result_items(record: Any, number: int = 1) -> list[GalleryItem]:

@@ -10,13 +10,12 @@ from typing import Any
 import gradio as gr
 
 from easyphoto_app.labels import FIELD_LABELS, text
-from easyphoto_core.jobs import FINISHED
+from easyphoto_app.views import ENDED
 
 POLL_SECONDS = 1.0
 # A slider only where its range is one a hand can move through; wider integer ranges (a seed,
 # 0 ... 4 294 967 295) are a number box.
 MAX_SLIDER_STEPS = 10_000
-ENDED = (*FINISHED, "interrupted")
 
 
 def widget_for(tab: str, name: str, spec: dict[str, Any]) -> gr.components.Component:
