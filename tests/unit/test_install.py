@@ -54,6 +54,13 @@ def test_project_requirements_parse(installer):
     assert cv.import_name == "cv2"
 
 
+def test_installed_distributions_match_importlib_metadata(installer):
+    slow = {}
+    for dist in importlib.metadata.distributions():
+        slow.setdefault(installer.canonical(dist.metadata["Name"]), dist.version)
+    assert installer.installed_distributions() == slow
+
+
 def test_constraints_hold_every_installed_distribution(installer):
     installed = installer.installed_distributions()
     held = dict(line.split("==") for line in installer.held_constraints(installed).split())
@@ -108,20 +115,30 @@ def test_missing_package_is_installed_with_its_flags_and_every_package_held(inst
     assert pip.calls[0].startswith("install -c ")
     assert pip.calls[0].endswith(' "easyphoto-surely-missing-pkg>=1.0"')
     assert pip.calls[1].startswith("install --no-deps -c ")
+    assert pip.calls[1].endswith(' "easyphoto-missing-b"')
     held = pip.constraints[0].split()
     assert f"numpy=={importlib.metadata.version('numpy')}" in held
 
 
+def test_requirements_with_the_same_flags_go_in_one_pip_call(installer):
+    text = "easyphoto-missing-a\neasyphoto-missing-b>=2\n"
+    plan = installer.plan_install(installer.parse_requirements(text), {})
+    pip = RecordingPip()
+    installer.install(plan, {}, pip, log=lambda m: None)
+    assert len(pip.calls) == 1
+    assert pip.calls[0].endswith('"easyphoto-missing-a" "easyphoto-missing-b>=2"')
+
+
 def test_failed_install_is_reported_with_the_manual_command(installer):
-    text = "easyphoto-surely-missing-a\neasyphoto-surely-missing-b\n"
+    text = "easyphoto-surely-missing-a --no-deps\neasyphoto-surely-missing-b\n"
     plan = installer.plan_install(installer.parse_requirements(text), {})
     pip, messages = RecordingPip(fail_on="missing-a"), []
     failed = installer.install(plan, {}, pip, messages.append)
     assert failed == ["easyphoto-surely-missing-a"]
     assert len(pip.calls) == 2  # one failure does not stop the others
     assert "no matching distribution" in messages[0]
-    assert f'"{sys.executable}" -m pip install -c "HELD.txt" "easyphoto-surely-missing-a"' \
-        in messages[0]
+    assert (f'"{sys.executable}" -m pip install --no-deps -c "HELD.txt" '
+            f'"easyphoto-surely-missing-a"') in messages[0]
 
 
 def test_real_pip_cannot_move_a_held_package(installer, tmp_path):
