@@ -136,6 +136,7 @@ def _fix_for(distribution: str | None) -> str:
             spec = importlib.util.spec_from_file_location("easyphoto_install",
                                                           PROJECT_ROOT / "install.py")
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # its dataclasses look their module up there
             spec.loader.exec_module(module)
             return " ".join(module._fix_for(distribution).split())
         except Exception:  # noqa: S110 - the general fix below still helps

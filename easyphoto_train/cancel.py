@@ -32,6 +32,7 @@ class CancelToken:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signalled = True
         self.reason = self.reason or f"signal {signal.Signals(signum).name}"
+        _log(f"{self.reason}: stopping at the next step")
 
     def watch_parent(self, exit_code: int) -> None:
         """Stop when the process that started us dies: it holds our stdin's other end, which
@@ -47,7 +48,8 @@ class CancelToken:
             except OSError:
                 pass
             self._signalled = True
-            self.reason = "the process that started the training is gone"
+            self.reason = self.reason or "the process that started the training is gone"
+            _log("the process that started the training is gone: stopping at the next step")
             timer = threading.Timer(PARENT_GONE_GRACE_SECONDS, os._exit, args=(exit_code,))
             timer.daemon = True
             timer.start()
@@ -68,3 +70,12 @@ class CancelToken:
             return False  # left over from before this run (1 s: coarse file-system clocks)
         self.reason = self.reason or "a cancel request"
         return True
+
+
+def _log(message: str) -> None:
+    """A line for the job's log (our stderr), so it tells why a run stopped."""
+    try:
+        sys.stderr.write(f"[easyphoto_train] {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
