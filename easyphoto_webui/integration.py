@@ -10,7 +10,7 @@ from easyphoto_app.auth import parse_credentials
 from easyphoto_app.ui import build_ui
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace
-from easyphoto_webui import host, hosts
+from easyphoto_webui import host, hosts, options
 from easyphoto_webui.generation import WebuiBackend
 
 
@@ -40,6 +40,8 @@ class WebuiIntegration:
                 base_model_provider=webui.checkpoint,
                 training_session=self._training_session,
                 generation_backend=self._generation_backend,
+                options=options.studio_options,  # Settings → EasyPhoto, read per job
+                save_portrait=options.save_portrait,  # also where the host keeps img2img results
             )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),
@@ -67,6 +69,7 @@ class WebuiIntegration:
 
     def on_ui_settings(self) -> None:
         host.add_settings()
+        options.add_options()
 
     def on_app_started(self, demo: Any, app: Any) -> None:
         credentials = parse_credentials(host.route_credentials())

@@ -1,0 +1,78 @@
+"""Settings → EasyPhoto on the stand-in host: registered in the EasyPhoto section, and each read
+where it applies (per job, per portrait)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.webui.stand_ins import use_host
+
+
+@pytest.fixture()
+def options(monkeypatch):
+    use_host(monkeypatch, "a1111")
+    import modules.shared as shared
+
+    from easyphoto_webui import options as module
+
+    module.add_options()
+    yield module, shared
+    from easyphoto_core.i18n import set_default_language
+
+    set_default_language("en")
+
+
+def test_options_are_in_the_easyphoto_section(options):
+    module, shared = options
+    for key in module.OPTIONS:
+        assert shared.opts.data_labels[key].section == ("easyphoto", "EasyPhoto")
+
+
+def test_face_backend_choices_are_the_choosers():
+    from easyphoto_core.faces.chooser import FACE_BACKENDS
+    from easyphoto_webui.options import FACE_BACKENDS as OFFERED
+
+    assert OFFERED == FACE_BACKENDS
+
+
+def test_studio_options_follow_the_settings_at_each_read(options):
+    module, shared = options
+    assert module.studio_options() == {"face_backend": "auto", "keep_face_models": True}
+    shared.opts.data.update(easyphoto_face_backend="dlib", easyphoto_keep_face_models=False)
+    assert module.studio_options() == {"face_backend": "dlib", "keep_face_models": False}
+    shared.opts.data["easyphoto_user_id_slots"] = 9
+    assert module.user_id_slots() == 5
+
+
+def test_language_auto_follows_the_hosts_localization(options):
+    from easyphoto_core.i18n import current_language
+
+    module, shared = options
+    shared.opts.data["localization"] = "zh_CN"
+    module.studio_options()
+    assert current_language() == "zh"
+    shared.opts.data["easyphoto_language"] = "en"
+    module.studio_options()
+    assert current_language() == "en"
+
+
+def test_save_portrait_uses_the_hosts_save_image_and_folder(options, monkeypatch, tmp_path):
+    module, shared = options
+    calls = []
+    images = type(sys)("modules.images")
+    images.save_image = lambda image, path, basename, **kw: calls.append((path, kw)) or (
+        str(Path(path) / "00001-5.png"), None)
+    monkeypatch.setitem(sys.modules, "modules.images", images)
+    shared.opts.data["outdir_img2img_samples"] = str(tmp_path / "img2img")
+    text = "p\nNegative prompt: n\nSteps: 5, Seed: 77, Size: 8x8, EasyPhoto version: 1"
+    path = module.save_portrait(np.zeros((8, 8, 3), np.uint8), text, None)
+    assert path == tmp_path / "img2img" / "00001-5.png"
+    assert calls[0][0] == str(tmp_path / "img2img")
+    assert calls[0][1]["info"] == text and calls[0][1]["seed"] == "77"
+    shared.opts.data["easyphoto_save_folder"] = str(tmp_path / "mine")
+    module.save_portrait(np.zeros((8, 8, 3), np.uint8), text, None)
+    assert calls[1][0] == str(tmp_path / "mine")
