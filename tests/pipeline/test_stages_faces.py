@@ -282,3 +282,18 @@ def test_identity_score_separates_the_user_from_someone_else(
         assert not scores[stranger].same_person
         assert scores[stranger].score < 0.5
     assert all(0.0 <= s.score <= 1.0 for s in scores.values())
+
+
+def test_a_weak_detection_on_the_shipped_template_is_not_a_face_slot():
+    """dlib's HOG detector (the offline fallback) also fires on the astronaut's suit; the one
+    user id must go to her face, not to the left-most detection."""
+    from easyphoto_core import MODELS_DIR
+    from easyphoto_core.faces.dlib_backend import DlibDetector
+
+    template = np.asarray(Image.open(MODELS_DIR / "templates" / "astronaut.jpg").convert("RGB"))
+    detector = DlibDetector()
+    assert len(detector.detect(template)) >= 2  # the weak detection is really there
+    faces = stages.locate_faces(template, detector=detector)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box
+    assert y1 < template.shape[0] / 2  # her face is in the upper half; the suit is below
