@@ -30,13 +30,15 @@ TRAIN_DONE = "The training has been completed."
 INFER_DONE = "Success"
 
 # EasyPhoto's name -> ours (None: accepted for compatibility, nothing to set: the host's model
-# in use, EasyPhoto's task id, its reinforcement-learning and SDXL options, lang for errors).
+# in use, EasyPhoto's task id, its reinforcement-learning and SDXL options, lang for errors; its
+# dataloader workers (latents are cached: there is no data loader), its face-crop switch (every
+# face is cropped) and its score switch (scores are always returned)).
 TRAIN_FIELDS: dict[str, str | None] = {
     "resolution": "resolution", "val_and_checkpointing_steps": "val_and_checkpointing_steps",
     "max_train_steps": "max_train_steps", "steps_per_photos": "steps_per_photos",
     "train_batch_size": "train_batch_size",
     "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "dataloader_num_workers": "dataloader_num_workers", "learning_rate": "learning_rate",
+    "dataloader_num_workers": None, "learning_rate": "learning_rate",
     "rank": "rank", "network_alpha": "network_alpha", "validation": "validation",
     "skin_retouching_bool": "skin_retouching", "crop_ratio": "crop_ratio",
     "user_id": None, "instance_images": None, "sd_model_checkpoint": None, "id_task": None,
@@ -48,13 +50,13 @@ INFER_FIELDS: dict[str, str | None] = {
     "first_denoising_strength": "first_denoising_strength",
     "second_diffusion_steps": "second_diffusion_steps",
     "second_denoising_strength": "second_denoising_strength", "seed": "seed",
-    "crop_face_preprocess": "crop_face_preprocess",
+    "crop_face_preprocess": None,
     "before_face_fusion_ratio": "face_fusion_ratio_before",
     "after_face_fusion_ratio": "face_fusion_ratio_after",
     "apply_face_fusion_before": "apply_face_fusion_before",
     "apply_face_fusion_after": "apply_face_fusion_after",
     "color_shift_middle": "color_shift_middle", "color_shift_last": "color_shift_last",
-    "display_score": "display_score", "background_restore": "background_restore",
+    "display_score": None, "background_restore": "background_restore",
     "background_restore_denoising_strength": "background_restore_denoising",
     "user_ids": None, "init_image": None, "selected_template_images": None,
     "uploaded_template_images": None, "additional_prompt": None, "sd_model_checkpoint": None,

@@ -20,7 +20,7 @@ from easyphoto_app.widgets import ENDED, POLL_SECONDS, Changes, params_widgets
 from easyphoto_core.context import StudioContext
 from easyphoto_core.params import GenerateParams, field_specs, parse_params
 
-GENERATE_MAIN_FIELDS = ("seed", "lora_weight", "first_denoising_strength", "crop_face_preprocess")
+GENERATE_MAIN_FIELDS = ("seed", "lora_weight", "first_denoising_strength")
 MAX_FACES = 5  # the pipeline paints at most this many user ids into one template
 
 

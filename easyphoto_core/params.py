@@ -59,10 +59,6 @@ class TrainParams(_Params):
     )
     train_batch_size: int = Field(1, ge=1, le=16, title="Train batch size")
     gradient_accumulation_steps: int = Field(4, ge=1, le=64, title="Gradient accumulation steps")
-    dataloader_num_workers: int = Field(
-        2, ge=0, le=32, title="Dataloader workers",
-        description="Worker processes for loading images (latents are cached, so few suffice).",
-    )
     learning_rate: float = Field(1e-4, gt=0.0, le=1e-2, title="Learning rate")
     text_encoder_lr_ratio: float = Field(
         0.5, ge=0.0, le=1.0, title="Text encoder LR ratio",
@@ -122,7 +118,6 @@ class GenerateParams(_Params):
     )
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0, title="CFG scale")
     lora_weight: float = Field(0.9, ge=0.0, le=2.0, title="LoRA weight")
-    crop_face_preprocess: bool = Field(True, title="Crop face preprocess")
     first_diffusion_resolution: int = Field(
         512, ge=256, le=1536, multiple_of=8, title="First diffusion resolution",
         description="Short side of the face crop in the first diffusion.",
@@ -157,7 +152,6 @@ class GenerateParams(_Params):
     )
     high_resolution: bool = Field(False, title="High resolution second diffusion")
     high_resolution_scale: float = Field(1.5, ge=1.0, le=2.0, title="High resolution scale")
-    display_score: bool = Field(True, title="Display face similarity scores")
 
 
 # --- helpers that hide the pydantic 1 / 2 differences --------------------------------------------

@@ -89,3 +89,52 @@ def test_infotext_lists_only_changed_values_by_default():
     text = infotext(params)
     assert text == {"EasyPhoto LoRA weight": "0.7"}
     assert len(infotext(params, only_changed=False)) == len(field_specs(GenerateParams)) - 2
+
+
+# --- every field does something ---------------------------------------------------------------
+
+ACTING_PACKAGES = ("easyphoto_core", "easyphoto_train", "easyphoto_webui")
+
+
+def _attributes_read(paths) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    return names
+
+
+def _derived_reads(model) -> dict[str, set[str]]:
+    """Methods/properties of a params model -> the fields they read (`self.<field>`)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(model)))
+    reads: dict[str, set[str]] = {}
+    for node in tree.body[0].body:
+        if isinstance(node, ast.FunctionDef):
+            reads[node.name] = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+                                and isinstance(n.value, ast.Name) and n.value.id == "self"}
+    return reads
+
+
+@pytest.mark.parametrize("model", [TrainParams, GenerateParams])
+def test_every_field_is_read_where_the_work_is_done(model):
+    """A knob the UI, API and CLI offer must change something: each field is read (as an
+    attribute) by the core, the trainer or the host edge, directly or through a method of its
+    model. The UI listing it, the API's EasyPhoto name map or the infotext do not count."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    paths = [p for package in ACTING_PACKAGES for p in (root / package).rglob("*.py")
+             if p.name not in ("params.py", "infotext.py")]
+    read = _attributes_read(paths)
+    for method, fields in _derived_reads(model).items():
+        if method in read:
+            read |= fields
+    fields = getattr(model, "model_fields", None) or model.__fields__
+    unread = sorted(set(fields) - read)
+    assert unread == [], f"{model.__name__} fields nothing reads: {unread}"
