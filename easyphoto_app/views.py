@@ -14,7 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from easyphoto_app.labels import STATES, reason_heading, stage_name, text
+from easyphoto_app.labels import reason_heading, stage_name, state_name, text
+from easyphoto_core.i18n import translate_message
 from easyphoto_core.jobs import FINISHED
 
 ENDED = (*FINISHED, "interrupted")  # states a job stays in until someone acts
@@ -60,7 +61,7 @@ def progress_html(record: Any | None, *, now: float | None = None,
         return _bar("idle", "", 0.0, text("progress_idle"), busy=False)
     now = time.time() if now is None else now
     progress = record.progress
-    parts = [STATES.get(record.state, record.state)]
+    parts = [state_name(record.state)]
     if record.state in ENDED:
         message = plain_message(record.message)
         parts.append("" if message == record.state else message)
@@ -108,8 +109,9 @@ _CLASS_PREFIX = re.compile(r"^[A-Z][A-Za-z]*(Error|Exception|Failed|Cancelled|In
 
 
 def plain_message(message: str) -> str:
-    """The job's message without a leading exception class name ("PreprocessError: ...")."""
-    return _CLASS_PREFIX.sub("", message or "")
+    """The job's message without a leading exception class name ("PreprocessError: ..."), in
+    the current language (easyphoto_core.i18n)."""
+    return translate_message(_CLASS_PREFIX.sub("", message or ""))
 
 
 def log_text(record: Any | None) -> str:
@@ -117,7 +119,7 @@ def log_text(record: Any | None) -> str:
         return ""
     lines = list(record.progress.get("log") or [])
     if record.state in ENDED and record.message:
-        lines.append(f"{STATES.get(record.state, record.state)}: {plain_message(record.message)}")
+        lines.append(f"{state_name(record.state)}: {plain_message(record.message)}")
     return "\n".join(lines)
 
 
@@ -292,7 +294,7 @@ def jobs_html(records: list[Any], *, now: float | None = None) -> str:
         percent = f"{100 * bar_fraction(record):.0f}%"
         cells = [record.id, text(f"kind_{record.kind}") if record.kind in ("train", "generate")
                  else record.kind, ", ".join(u or "-" for u in record.user_ids),
-                 STATES.get(record.state, record.state), f"{percent} {detail}".strip(),
+                 state_name(record.state), f"{percent} {detail}".strip(),
                  format_seconds(now - record.updated) + " ago"]
         rows.append(f'<tr data-job="{html.escape(record.id)}" data-state="{record.state}">'
                     + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")

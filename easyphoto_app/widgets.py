@@ -11,6 +11,7 @@ import gradio as gr
 
 from easyphoto_app.labels import FIELD_LABELS, text
 from easyphoto_app.views import ENDED
+from easyphoto_core.i18n import gettext
 
 POLL_SECONDS = 1.0
 # A slider only where its range is one a hand can move through; wider integer ranges (a seed,
@@ -21,7 +22,8 @@ MAX_SLIDER_STEPS = 10_000
 def widget_for(tab: str, name: str, spec: dict[str, Any]) -> gr.components.Component:
     """A gradio input for one params field. The element id names the tab too, so the host's
     ui-config.json gives Train's and Generate's "Seed" two keys."""
-    common = {"label": FIELD_LABELS.get(f"{tab}.{name}", spec["label"]), "value": spec["default"],
+    label = FIELD_LABELS.get(f"{tab}.{name}")
+    common = {"label": gettext(label) if label else spec["label"], "value": spec["default"],
               "elem_id": f"easyphoto_{tab}_{name}"}
     if spec.get("help"):
         common["info"] = spec["help"]
