@@ -89,7 +89,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from easyphoto_core.studio import train_user
     from easyphoto_core.workspace import Workspace, default_workspace_root
 
-    overrides = {"max_train_steps": args.max_train_steps} if args.max_train_steps else {}
+    overrides = parse_param_overrides(args.param, TrainParams)
+    if args.max_train_steps:
+        overrides["max_train_steps"] = args.max_train_steps
     params = parse_params(TrainParams, overrides)
     workspace = Workspace(args.workspace or default_workspace_root())
     user = workspace.new_user(args.user_id)
@@ -168,14 +170,30 @@ def parse_param_overrides(pairs: list[str], model) -> dict:
         if not sep or name not in specs:
             raise ValueError(f"--param {pair!r}: expected NAME=VALUE with NAME one of "
                              f"{', '.join(sorted(specs))}")
-        kind = specs[name]["type"]
-        if kind == "boolean":
-            values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
-        elif kind in ("integer", "number"):
-            values[name] = int(raw) if kind == "integer" else float(raw)
-        else:
-            values[name] = raw
+        values[name] = _typed_value(name, raw, specs[name]["type"])
     return values
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+_KIND_WORDS = {"boolean": "true or false", "integer": "a whole number", "number": "a number"}
+
+
+def _typed_value(name: str, raw: str, kind: str) -> object:
+    """`raw` as the field's type; a value that is not one says which parameter and what it takes
+    (bounds are checked by the params model, which names the field too)."""
+    text = raw.strip()
+    try:
+        if kind == "boolean":
+            return _BOOLEANS[text.lower()]
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+    except (KeyError, ValueError):
+        raise ValueError(f"--param {name}={raw!r}: {name} takes {_KIND_WORDS[kind]}, "
+                         f"not {raw!r}") from None
+    return raw
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -285,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_photo_arguments(train)
     train.add_argument("--base-model", required=True, help="SD1.5 single-file checkpoint")
     train.add_argument("--max-train-steps", type=int, help="override the default (800)")
+    train.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="any training parameter, e.g. --param rank=64 (repeatable)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--lora-dir", action="append", default=[],
                        help="also copy the LoRA here (e.g. the WebUI's models/Lora)")

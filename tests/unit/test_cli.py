@@ -34,3 +34,25 @@ def test_offline_download_says_what_to_put_where_without_traceback(tmp_path):
     assert str(tmp_path / "control_v11p_sd15_canny_fp16.safetensors") in result.stderr
     assert "https://" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_takes_any_param_and_a_bad_value_names_it(tmp_path, capsys):
+    from easyphoto_core.cli import main, parse_param_overrides
+    from easyphoto_core.params import TrainParams
+
+    assert parse_param_overrides(["rank=64", "random_flip=off", "learning_rate=2e-4"],
+                                 TrainParams) == {"rank": 64, "random_flip": False,
+                                                  "learning_rate": 2e-4}
+    workspace = tmp_path / "workspace"
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"not read: the bad value stops the command first")
+    for pair, words in (("rank=abc", "rank takes a whole number, not 'abc'"),
+                        ("random_flip=maybe", "random_flip takes true or false"),
+                        ("rank=999", "rank")):  # in type, out of bounds: the model names it
+        code = main(["train", "--user-id", "obama", "--workspace", str(workspace),
+                     "--base-model", str(tmp_path / "none.safetensors"), "--param", pair,
+                     str(photo)])
+        error = capsys.readouterr().err
+        assert code == 1 and words in error, error
+        assert "could not convert" not in error and "Traceback" not in error
+    assert not workspace.exists()  # bad input changes nothing
