@@ -155,9 +155,18 @@ def _refuse_case_twin(context: StudioContext, user_id: str) -> None:
                               "another id.")
 
 
+def stored_params(model: type, data: dict[str, Any]) -> Any:
+    """The params a job was queued with, read by this version: a field an upgrade removed
+    (between a crash and the restart) is dropped instead of failing the job."""
+    from easyphoto_core.params import field_specs
+
+    known = field_specs(model)
+    return parse_params(model, {key: value for key, value in data.items() if key in known})
+
+
 def _run_training(context: StudioContext, handle: JobHandle) -> dict[str, Any]:
     inputs = handle.record.inputs
-    params = parse_params(TrainParams, inputs["params"])
+    params = stored_params(TrainParams, inputs["params"])
     user = context.workspace.user(inputs["user_id"])
     photos = sorted((handle.input_dir / "photos").glob("*/*"))
     session = context.settings.training_session
@@ -303,7 +312,7 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
     from easyphoto_core.training.progress import GenerationProgress
 
     inputs = handle.record.inputs
-    params = parse_params(GenerateParams, inputs["params"])
+    params = stored_params(GenerateParams, inputs["params"])
     with Image.open(handle.input_dir / "template.png") as opened:
         template = np.asarray(opened.convert("RGB"))
     pipeline = portrait_pipeline(context)
