@@ -76,3 +76,23 @@ def test_save_portrait_uses_the_hosts_save_image_and_folder(options, monkeypatch
     shared.opts.data["easyphoto_save_folder"] = str(tmp_path / "mine")
     module.save_portrait(np.zeros((8, 8, 3), np.uint8), text, None)
     assert calls[1][0] == str(tmp_path / "mine")
+
+
+def test_send_to_and_paste_use_the_hosts_registry(options, monkeypatch):
+    registered, pasted = [], []
+    utils = type(sys)("modules.infotext_utils")
+    utils.create_buttons = lambda tabs: {tab: f"button:{tab}" for tab in tabs}
+    utils.ParamBinding = lambda **kw: kw
+    utils.register_paste_params_button = registered.append
+    utils.add_paste_fields = lambda tab, init, fields: pasted.append((tab, init, fields))
+    monkeypatch.setitem(sys.modules, "modules.infotext_utils", utils)
+    from easyphoto_webui.send_to import bind_paste, bind_results
+
+    buttons = bind_results("gallery", "infotext")
+    assert list(buttons) == ["img2img", "inpaint", "extras"]
+    assert registered[0] == {"paste_button": "button:img2img", "tabname": "img2img",
+                             "source_text_component": "infotext",
+                             "source_image_component": "gallery"}
+    bind_paste({"lora_weight": "w", "seed": "s"}, "prompt", "paste")
+    assert pasted == [("easyphoto", None, [("w", "EasyPhoto LoRA weight"), ("s", "Seed")])]
+    assert registered[-1]["tabname"] == "easyphoto"
