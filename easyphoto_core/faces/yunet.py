@@ -7,6 +7,7 @@ ships in opencv-python(-headless) 4.8+ and runs on OpenCV 4.11 and 5.0.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,11 @@ YUNET_WEIGHT_NAME = "face_detection_yunet_2023mar"
 
 
 class YuNetDetector:
-    """`FaceDetector` on YuNet. Not thread-safe: one instance per thread.
+    """`FaceDetector` on YuNet, safe to share between threads.
+
+    OpenCV's detector takes the input size as state (`setInputSize`, then `detect`), so two
+    threads on one instance could detect one image at the other's size: a lock holds the pair
+    together (a detection takes milliseconds; the studio's jobs and requests share one instance).
 
     Large photos are shrunk to `max_side` before detection (YuNet finds faces down to ~10 px, so
     nothing we would accept is lost) and the results scaled back: detection time grows with the
@@ -49,6 +54,7 @@ class YuNetDetector:
         self._detector = cv2.FaceDetectorYN.create(
             str(path), "", (320, 320), score_threshold, nms_threshold, 5000
         )
+        self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:
         height, width = image.shape[:2]
@@ -57,8 +63,9 @@ class YuNetDetector:
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-        self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = self._detector.detect(bgr)
+        with self._lock:
+            self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, rows = self._detector.detect(bgr)
         if rows is None:
             return []
         faces = [_row_to_detection(row, 1.0 / scale) for row in np.asarray(rows, dtype=np.float64)]

@@ -11,11 +11,11 @@ import pytest
 
 from easyphoto_core.faces import FaceDetection, FaceModelError, FaceModels, majority_identity
 from easyphoto_core.faces.dlib_backend import DlibDetector
-from easyphoto_core.faces.geometry import points_in_box
 from easyphoto_core.faces.insightface_backend import align_for_arcface, find_insightface_pack
 from easyphoto_core.faces.regions import face_region_mask, retouch_skin, skin_mask
 from easyphoto_core.faces.yunet import YuNetDetector, yunet_model_path
 from easyphoto_core.weights import WeightPaths
+from tests.geometry_helpers import points_in_box
 
 PEOPLE = {
     "obama": ["obama.jpg", "obama2.jpg", "obama3.jpg", "obama_small.jpg"],
@@ -69,6 +69,42 @@ def test_yunet_shrinks_big_photos_but_reports_original_coordinates(shared_weight
     # unscaled coordinates would be off by a factor 3.6; detector jitter across scales is ~10 %
     assert np.abs(small.box - full.box).max() < 0.15 * full.width
     assert np.abs(small.landmarks5 - full.landmarks5).max() < 0.08 * full.width
+
+
+
+def test_yunet_shared_between_threads_detects_each_image_at_its_own_size(yunet, photos):
+    """The detector's input size is OpenCV state; a second thread setting it between the first
+    thread's setInputSize and detect would make it read its image at the wrong size. The stand-in
+    gives the other thread that moment (it waits there) and checks the size detect() sees."""
+    import threading
+
+    class Racy:
+        def __init__(self) -> None:
+            self.size, self.mismatches, self.both_in = None, [], threading.Barrier(2)
+
+        def setInputSize(self, size):  # noqa: N802 (OpenCV's name)
+            self.size = size
+
+        def detect(self, image):
+            expected = (image.shape[1], image.shape[0])
+            try:  # unlocked, the other thread sets its size and meets us here
+                self.both_in.wait(timeout=0.05)
+            except threading.BrokenBarrierError:  # locked: it cannot get in; carry on alone
+                self.both_in.reset()
+            if self.size != expected:
+                self.mismatches.append((expected, self.size))
+            return None, None
+
+    detector = YuNetDetector(yunet.model_path)
+    detector._detector = racy = Racy()
+    images = [np.zeros((h, 40, 3), np.uint8) for h in (48, 64)]
+    threads = [threading.Thread(target=lambda im=im: [detector.detect(im) for _ in range(20)])
+               for im in images]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert racy.mismatches == []
 
 
 def test_dlib_hog_detector_finds_the_faces_yunet_finds(yunet, photos):

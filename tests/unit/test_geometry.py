@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from easyphoto_core.faces.geometry import (
     ARCFACE_TEMPLATE_112,
     apply_transform,
-    box_contains,
     clamp_box,
     crop_transform,
     dilate_mask,
@@ -22,6 +21,7 @@ from easyphoto_core.faces.geometry import (
     square_crop_box,
     warp_face,
 )
+from tests.geometry_helpers import box_contains
 
 FAST = settings(max_examples=150, deadline=None)
 

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from easyphoto_core.faces.geometry import points_in_box
 from easyphoto_core.params import TRIGGER_CAPTION, TrainParams
 from easyphoto_core.preprocess import PreprocessError, preprocess_photos
 from easyphoto_core.workspace import UserFiles, Workspace
+from tests.geometry_helpers import points_in_box
 
 OBAMAS = ["obama.jpg", "obama2.jpg", "obama3.jpg"]
 
