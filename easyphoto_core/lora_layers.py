@@ -1,13 +1,22 @@
 """Our own LoRA layers: kohya's maths and names, no peft.
 
-peft is absent from A1111 and breaks with its accelerate 0.21; and plain modules with fixed shapes
-are what a CUDA-graph-captured training step needs. A wrapped layer computes
+Why not peft (decided; keep unless both reasons go away):
+- host constraint: peft is absent from A1111 venvs (the 1.10.1 freeze in ../shared/hosts has
+  none), and diffusers' PEFT backend wants transformers >= 4.34 where the host pins 4.30.2, so
+  install.py cannot add it without moving a host package.
+- the training step is captured as one CUDA graph (easyphoto_train/engine.py): peft's layers
+  decide per call in Python (active adapters, merged state, dropout/DoRA variants) and so break
+  the capture; the graph needs plain modules whose tensors never change identity. Here the scale
+  is a buffer filled in place, so a replay sees a new alpha after a resume without re-capture.
+peft stays in the tests only, as a cross-check of the maths (diffusers' `load_lora_weights`).
 
-    y = base(x) + up(down(dropout(x))) * (alpha / rank) * multiplier
+A wrapped layer computes
+
+    y = base(x) + up(down(dropout(x))) * (alpha / rank)
 
 with `down` kaiming-uniform(a=√5) and `up` zero (kohya's init, so training starts at the base
-model). The wrapper replaces the layer in its parent module; `LoRANetwork.remove()` puts the
-original back, so a generation backend can apply and drop LoRAs without reloading the model. The
+model). The wrapper replaces the layer in its parent module (training only: generation merges a
+LoRA into the weights with `merge_lora_in_place`, which keeps a captured graph valid). The
 wrapper's parameters are named `lora_down.weight` / `lora_up.weight` and `alpha` is a buffer, so
 `LoRANetwork.state_dict_kohya()` maps 1:1 onto the file format of `lora_format`.
 """
@@ -57,10 +66,9 @@ class LoRALayer(nn.Module):
         self.lora_up = up
         self.rank = int(down.weight.shape[0])
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
-        self.multiplier = 1.0
         self.alpha_value = float(alpha)  # a Python copy: meta-device models have no values
-        # alpha is saved with the LoRA; scale = alpha / rank * multiplier is a tensor too, so a
-        # captured CUDA graph replays with the current multiplier (fill_ instead of a new float).
+        # alpha is saved with the LoRA; scale = alpha / rank is a tensor too, so a captured CUDA
+        # graph replays with the current alpha (fill_ instead of a new float).
         self.register_buffer("alpha", torch.tensor(float(alpha), device=down.weight.device))
         self.register_buffer("scale", torch.empty((), device=down.weight.device), persistent=False)
         self._update_scale()
@@ -76,10 +84,6 @@ class LoRALayer(nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.base.bias
 
-    def set_multiplier(self, multiplier: float) -> None:
-        self.multiplier = float(multiplier)
-        self._update_scale()
-
     def set_alpha(self, alpha: float) -> None:
         self.alpha_value = float(alpha)
         with torch.no_grad():
@@ -88,7 +92,7 @@ class LoRALayer(nn.Module):
 
     @property
     def scale_value(self) -> float:
-        return self.alpha_value / self.rank * self.multiplier
+        return self.alpha_value / self.rank
 
     def _update_scale(self) -> None:
         with torch.no_grad():
@@ -109,12 +113,6 @@ class LoRALayer(nn.Module):
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def delta_weight(self) -> torch.Tensor:
-        """The update folded into the base weight's shape: (alpha/rank)·multiplier·up@down."""
-        up = self.lora_up.weight.float().flatten(1)
-        down = self.lora_down.weight.float().flatten(1)
-        delta = (up @ down) * self.scale_value
-        return delta.reshape(self.base.weight.shape)
 
 
 class LoRALinear(LoRALayer):
@@ -210,18 +208,10 @@ class LoRANetwork:
 
     def __init__(self, sites: Mapping[str, _Site]) -> None:
         self._sites = dict(sites)
-        self._removed = False
 
     @property
     def layers(self) -> dict[str, LoRALayer]:
         return {name: site.layer for name, site in self._sites.items()}
-
-    def part_of(self, name: str) -> str:
-        return self._sites[name].part
-
-    @property
-    def removed(self) -> bool:
-        return self._removed
 
     def __len__(self) -> int:
         return len(self._sites)
@@ -243,9 +233,6 @@ class LoRANetwork:
             target.extend([site.layer.lora_down.weight, site.layer.lora_up.weight])
         return grouped
 
-    def num_parameters(self) -> int:
-        return sum(parameter.numel() for parameter in self.parameters())
-
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> LoRANetwork:
@@ -263,12 +250,6 @@ class LoRANetwork:
         for parameter in self.parameters():
             parameter.requires_grad_(requires_grad)
         return self
-
-    def set_multiplier(self, multiplier: float, *, part: str | None = None) -> None:
-        """Scale every layer's update (A1111's `<lora:name:weight>`); `part` limits it to one."""
-        for site in self._sites.values():
-            if part is None or site.part == part:
-                site.layer.set_multiplier(multiplier)
 
     def state_dict_kohya(
         self, *, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
@@ -306,33 +287,6 @@ class LoRANetwork:
                 _copy_checked(name + LORA_UP_SUFFIX, layer.lora_up.weight, module.up)
                 layer.set_alpha(module.alpha)
         return LoadReport(missing, unexpected)
-
-    def delta_weights(self) -> dict[str, torch.Tensor]:
-        """ΔW per module (float32, in the base weight's shape), multiplier included."""
-        with torch.no_grad():
-            return {name: site.layer.delta_weight() for name, site in self._sites.items()}
-
-    def remove(self) -> None:
-        """Put the original layers back (bit-identical outputs again). Safe to call twice."""
-        if self._removed:
-            return
-        for site in self._sites.values():
-            if site.parent._modules.get(site.attribute) is not site.layer:
-                raise RuntimeError(f"the LoRA layer at {site.attribute!r} was replaced meanwhile")
-            site.parent._modules[site.attribute] = site.layer.base
-        self._removed = True
-
-    def merge_delta(self) -> None:
-        """Add each ΔW (with its multiplier) into the base weight and remove the wrappers.
-
-        Irreversible: for inference without the LoRA's extra matmuls. Not bit-identical to the
-        unmerged network (rounding in the base weight's dtype).
-        """
-        with torch.no_grad():
-            for site in self._sites.values():
-                weight = site.layer.base.weight
-                weight += site.layer.delta_weight().to(device=weight.device, dtype=weight.dtype)
-        self.remove()
 
 
 def _copy_checked(key: str, target: torch.Tensor, source: torch.Tensor) -> None:
@@ -428,42 +382,6 @@ def inject_lora(
             raise ValueError(f"LoRA targets match no {part} layer: {unmatched}")
         plan.update({name: (candidate, rank, alpha) for name, candidate in found.items()})
     return _wrap_all(plan, dropout=dropout, dtype=dtype)
-
-
-def apply_kohya_lora(
-    unet: nn.Module | None,
-    text_encoder: nn.Module | None,
-    state_dict: Mapping[str, torch.Tensor],
-    multiplier: float = 1.0,
-    *,
-    strict: bool = True,
-) -> LoRANetwork:
-    """Apply a kohya LoRA for inference: each module at the file's own rank and alpha.
-
-    Returns the network; `remove()` takes it off again. `strict` (default) raises when a module of
-    the file names no layer of the given models; otherwise such modules are skipped.
-    """
-    modules = group_modules(state_dict, source="LoRA state dict")
-    layers = {
-        **_candidates(PART_UNET, unet, None),
-        **_candidates(PART_TEXT_ENCODER, text_encoder, None),
-    }
-    unknown = sorted(set(modules) - set(layers))
-    if unknown and strict:
-        raise LoRAFormatError(
-            f"{len(unknown)} LoRA modules name no layer of these models (e.g. {unknown[:3]})"
-        )
-    plan = {
-        name: (layers[name], module.rank, module.alpha)
-        for name, module in modules.items()
-        if name in layers
-    }
-    network = _wrap_all(plan, dropout=0.0, dtype=None)
-    network.load_state_dict_kohya(
-        {k: v for k, v in state_dict.items() if k.partition(".")[0] in plan}, strict=True
-    )
-    network.set_multiplier(multiplier)
-    return network
 
 
 @dataclass

@@ -70,7 +70,7 @@ def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank
 def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
                validations: dict[int, ValidationRecord], events: EventWriter,
                seconds: float, base_model_hash: str) -> Path:
-    from easyphoto_core.lora_format import build_metadata, save_lora
+    from easyphoto_core.lora_format import FINAL_SAVE_DTYPE, build_metadata, save_lora
 
     if not checkpoints:
         raise RuntimeError("training produced no checkpoint")
@@ -84,7 +84,8 @@ def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
         base_model_hash=base_model_hash, steps=max(c.step for c in checkpoints),
         score=selection.score, output_name=lora_name,
     )
-    final = save_lora(job.output_dir / f"{lora_name}.safetensors", tensors, metadata)
+    final = save_lora(job.output_dir / f"{lora_name}.safetensors", tensors, metadata,
+                      dtype=FINAL_SAVE_DTYPE)
     copies = [_copy_atomically(final, directory) for directory in job.lora_copy_dirs]
     if selection.face_id_source:
         _copy_atomically(Path(selection.face_id_source), job.output_dir, name="face_id.png")

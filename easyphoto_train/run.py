@@ -182,14 +182,3 @@ def _checkpoint(job: TrainJob, loop: LoRATrainingLoop, events: EventWriter) -> C
 
 def _parameter_names(models: TrainingModels) -> dict[int, str]:
     return {id(p): name for name, p in models.network.named_parameters()}
-
-
-def fixed_batch_losses(loop: LoRATrainingLoop, steps: int) -> list[float]:
-    """Loss on one fixed batch across `steps` optimizer steps (used by tests: it must fall)."""
-    state = loop.generator.get_state()
-    losses = []
-    for _ in range(steps):
-        loop.generator.set_state(state)
-        losses.append(loop.step())
-    return losses
-

@@ -7,6 +7,7 @@ so switching users never reloads the base model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from easyphoto_core.lora_format import load_lora
+from easyphoto_core.lora_layers import merge_lora_in_place
 from easyphoto_core.pipeline.backend import (
     CONTROLNET_MODELS,
     BaseModelMismatchError,
@@ -30,6 +33,8 @@ from easyphoto_core.pipeline.sampler import (
     InpaintSpec,
     LatentInpainter,
 )
+from easyphoto_core.sd.channels_last import prepare_channels_last
+from easyphoto_core.sd.loading import load_controlnet, load_sd15_checkpoint
 
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt")
 
@@ -52,8 +57,6 @@ class ModelCache:
     compile_models: bool = False
 
     def checkpoint(self, path: Path) -> Any:
-        from easyphoto_core.sd.loading import load_sd15_checkpoint
-
         if path not in self.checkpoints:
             self.checkpoints.clear()  # one base model at a time: they are large
             self.graphs.graphs.clear()
@@ -71,16 +74,12 @@ class ModelCache:
         if self.channels_last and compiled:
             model.to(memory_format=torch.channels_last)  # inductor fuses the norms itself
         elif self.channels_last:
-            from easyphoto_core.sd.channels_last import prepare_channels_last
-
             prepare_channels_last(model)  # our GroupNorm, conv-bias and ResNet-block kernels
         if compiled:
             model.forward = torch.compile(model.forward, dynamic=False)
         return model
 
     def controlnet(self, path: Path) -> Any:
-        from easyphoto_core.sd.loading import load_controlnet
-
         if path not in self.controlnets:
             self.controlnets[path] = self._prepare(
                 load_controlnet(path, device=self.device, dtype=self.dtype))
@@ -88,10 +87,6 @@ class ModelCache:
 
     def lora(self, path: Path) -> Any:
         """The LoRA file, its factors moved to the device once (not on every request)."""
-        import dataclasses
-
-        from easyphoto_core.lora_format import load_lora
-
         key = (path, path.stat().st_mtime)
         if key not in self.loras:
             self.loras = {k: v for k, v in self.loras.items() if k[0] != path}  # stale versions
@@ -178,11 +173,7 @@ class DiffusersBackend:
         if lora is not None:
             self._merged = (lora, self._apply_lora(components, lora))
 
-    def _apply_lora(self, components: Any, lora: LoraRef | None) -> Any:
-        if lora is None:
-            return None
-        from easyphoto_core.lora_layers import merge_lora_in_place
-
+    def _apply_lora(self, components: Any, lora: LoraRef) -> Any:
         self.check_lora(lora)
         try:
             return merge_lora_in_place(components.unet, components.text_encoder,

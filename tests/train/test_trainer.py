@@ -49,9 +49,18 @@ def events_of(process: subprocess.Popen, on_event=None) -> list[dict]:
     return events
 
 
+def fixed_batch_losses(loop, steps: int) -> list[float]:
+    """Loss on one fixed batch across `steps` optimizer steps (the generator replays the batch)."""
+    state = loop.generator.get_state()
+    losses = []
+    for _ in range(steps):
+        loop.generator.set_state(state)
+        losses.append(loop.step())
+    return losses
+
+
 def test_loss_falls_on_a_fixed_batch(tiny_models, tiny_dataset, tmp_path):
     from easyphoto_train.engine import LoRATrainingLoop, encode_latents
-    from easyphoto_train.run import fixed_batch_losses
     from easyphoto_train.setup import load_dataset_images, load_training_models
 
     job = make_job(tmp_path, tiny_models, tiny_dataset, learning_rate=1e-2, rank=8)
@@ -85,6 +94,8 @@ def test_subprocess_trains_and_writes_a_kohya_lora(tiny_models, tiny_dataset, tm
 
     with safe_open(str(final), framework="pt") as handle:
         keys, metadata = list(handle.keys()), handle.metadata()
+        dtypes = {handle.get_tensor(k).dtype for k in keys if not k.endswith(".alpha")}
+    assert dtypes == {torch.float16}  # kohya's save precision; checkpoints stay float32
     assert any(k.startswith("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q")
                for k in keys)
     assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj") for k in keys)
