@@ -4,10 +4,19 @@ The inpainting A1111 does for a non-inpainting model with "masked content: origi
 the encoded image noised to the strength's timestep, denoise, and after every step put the
 known region back (noised to the next timestep), so only the mask changes. Shared by the trainer's
 validation (LoRA live in the modules) and the standalone generation backend.
+
+Why a loop of our own and not diffusers' StableDiffusionControlNetInpaintPipeline (decided; the
+scheduler, DPM++ 2M Karras, IS diffusers' own DPMSolverMultistepScheduler):
+- host constraint, measured: with A1111 1.10.1's transformers 4.30.2, diffusers pipelines do not
+  import (diffusers 0.35.2: "cannot import name 'SiglipImageProcessor' from 'transformers'"),
+  while its models and schedulers do. This loop needs only those.
+- each step's UNet + ControlNets call is one captured CUDA graph (CapturedCall); a pipeline calls
+  the models eagerly, and eager SD1.5 steps are CPU-launch bound on a fast GPU.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,20 +109,35 @@ class CapturedCall:
         return self.output.clone()
 
 
+# Why 48: one face's two diffusions use at most 7 keys (text encoder; VAE encode, denoise step
+# and VAE decode per pass), a seam pass 3 more, and every face crop of another size or another
+# set of control weights adds its own. 48 keeps the last few templates' graphs warm (a capture
+# runs the call three times: two warm-ups and the capture) while a long-running studio that sees every size and
+# weight a user tries stops growing: each graph holds its static inputs/outputs and its share
+# of the pool for as long as it lives.
+GRAPH_CACHE_LIMIT = 48
+
+
 @dataclass
 class GraphCache:
     """Captured calls by (what, models, shapes, control weights); owned by the backend.
 
+    Least recently used first out beyond `limit` (GRAPH_CACHE_LIMIT says why that size).
     `pool`: one memory pool for all of them (and for whatever else shares it, such as the
     trainer's step graph), instead of a private pool per graph; see CapturedCall."""
 
-    graphs: dict[tuple, CapturedCall] = field(default_factory=dict)
+    graphs: OrderedDict[tuple, CapturedCall] = field(default_factory=OrderedDict)
     pool: Any = None
+    limit: int = GRAPH_CACHE_LIMIT
 
     def call(self, key: tuple, call: Callable[..., torch.Tensor], example: dict[str, Any]
              ) -> CapturedCall:
-        if key not in self.graphs:
-            self.graphs[key] = CapturedCall(call, example, pool=self.pool)
+        if key in self.graphs:
+            self.graphs.move_to_end(key)
+            return self.graphs[key]
+        while len(self.graphs) >= self.limit:
+            self.graphs.popitem(last=False)
+        self.graphs[key] = CapturedCall(call, example, pool=self.pool)
         return self.graphs[key]
 
 

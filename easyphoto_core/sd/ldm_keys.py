@@ -12,6 +12,20 @@ Every map is `{diffusers_key: ldm_key}` with LDM keys WITHOUT the component pref
 (`UNET_PREFIX` & co. say where each component lives in a host file). Building a map for a model's
 full key set raises `ValueError` for any key with no LDM counterpart, so an unsupported config or
 library version fails loudly instead of loading half a model.
+
+Why not diffusers' single-file loading (decided for the diffusers versions install.py's
+COMPATIBLE_RELEASES allows: >=0.27,<0.36 on A1111's packages, the newest standalone):
+- measured on diffusers 0.35.2 + torch 2.1.2: `UNet2DConditionModel/AutoencoderKL/
+  ControlNetModel.from_single_file(file, config=models/tiny, subfolder=…, local_files_only=True)`
+  loads the tiny models tensor-equal to ours, so from 0.28 on the LDM -> diffusers half could go
+  to diffusers;
+- but diffusers 0.27 has no SD1.5 UNet single-file model loader (its FromOriginalUNetMixin infers
+  only Stable Cascade configs; ControlNet wants the original YAML, fetched from GitHub by
+  default), the CLIP text encoder is single-file-loadable only through a pipeline, and pipelines
+  do not import under the host's transformers 4.30.2 (see pipeline/sampler.py);
+- the diffusers -> LDM direction (the tiny-model writer, `python -m easyphoto_core tiny-model`)
+  exists in no diffusers version.
+One mapping for both directions and every version beats two loaders chosen by version.
 """
 
 from __future__ import annotations

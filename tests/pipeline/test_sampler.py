@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from easyphoto_core.pipeline import sampler
 from easyphoto_core.pipeline.sampler import (
     ControlInput,
+    GraphCache,
     InpaintSpec,
     Interrupted,
     LatentInpainter,
@@ -78,3 +80,22 @@ def test_bad_sizes_are_refused(parts):
     inpaint = LatentInpainter(components, device=torch.device("cpu"), dtype=torch.float32)
     with pytest.raises(ValueError, match="multiples of 8"):
         inpaint(make_spec(image=np.zeros((60, 96, 3), np.uint8), mask=np.zeros((60, 96))))
+
+
+def test_graph_cache_keeps_the_most_recently_used_graphs_up_to_its_limit(monkeypatch):
+    """Graphs are keyed by shapes and control weights: without a bound a long-running studio
+    would keep one per size and weight it ever saw. (Capturing needs CUDA; the stand-in records
+    what was captured.)"""
+    captured = []
+
+    class StandIn:
+        def __init__(self, call, example, *, pool=None):
+            captured.append(example["key"])
+
+    monkeypatch.setattr(sampler, "CapturedCall", StandIn)
+    cache = GraphCache(limit=3)
+    for key in ("a", "b", "c", "a", "d", "e"):  # "a" used again before "d" and "e" arrive
+        cache.call((key,), lambda **_: None, {"key": key})
+    assert list(cache.graphs) == [("a",), ("d",), ("e",)]
+    assert captured == ["a", "b", "c", "d", "e"]  # "a" replayed, not captured twice
+    assert GraphCache().limit == sampler.GRAPH_CACHE_LIMIT
