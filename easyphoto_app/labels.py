@@ -66,6 +66,7 @@ TEXT: dict[str, str] = {
     "refresh_user_ids": "Refresh user ids",
     "generate": "Generate",
     "interrupt": "Interrupt",
+    "load_settings": "Load settings from image",
     "results": "Results",
     "no_user_chosen": "Choose a user id for at least one face.",
     "cannot_generate": "Cannot generate: {error}",

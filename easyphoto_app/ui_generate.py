@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageOps
 
-from easyphoto_app import compat, templates, views
+from easyphoto_app import compat, paste, templates, views
 from easyphoto_app.labels import text
 from easyphoto_app.widgets import ENDED, POLL_SECONDS, Changes, params_widgets
 from easyphoto_core.context import StudioContext
@@ -78,6 +78,11 @@ def build_generate_tab(context: StudioContext) -> GenerateTab:
                                      columns=3, height=420)
             widgets = params_widgets("generate", field_specs(GenerateParams),
                                      GENERATE_MAIN_FIELDS)
+            # a portrait's infotext back into the fields (the host also has its paste button)
+            load = gr.File(label=text("load_settings"), file_types=["image"],
+                           elem_id="easyphoto_load_settings")
+            load.change(paste.load_settings_handler(list(widgets)), inputs=load,
+                        outputs=[*widgets.values(), message], **compat.quick())
     return GenerateTab(gallery, template, add, batch, faces, user_ids, refresh, generate,
                        interrupt, progress, results, message, gr.State([]), widgets)
 
