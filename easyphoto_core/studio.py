@@ -17,9 +17,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from easyphoto_core.workspace import (
     discard_staging,
     recover_commits,
 )
+
+if TYPE_CHECKING:  # loaded on first use (face_models below)
+    from easyphoto_core.faces import FaceModels
 
 MAX_PHOTOS = 50
 TRAINER_LOG = "trainer.log"
@@ -55,7 +59,7 @@ def _base_model(context: StudioContext) -> Path:
     return base
 
 
-def face_models(context: StudioContext) -> Any:
+def face_models(context: StudioContext) -> FaceModels:
     """The face models, loaded once per studio (the context owns them)."""
     from easyphoto_core.faces.chooser import FaceModels
     from easyphoto_core.weights import WeightPaths
@@ -186,7 +190,8 @@ def _train_user_job(context: StudioContext, handle: JobHandle, user: UserFiles,
 
 
 def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params: TrainParams, *,
-               base_model: Path, face_models: Any, device: str, lora_copy_dirs: list[Path],
+               base_model: Path, face_models: Callable[[], FaceModels], device: str,
+               lora_copy_dirs: list[Path],
                weights_dir: Path | None, job_id: str, work_dir: Path, handle: Any,
                resume: bool = False, before: Any = None, after: Any = None,
                on_event: Any = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from easyphoto_core.pipeline.sampler import GraphCache, InpaintSpec, LatentInpai
 from easyphoto_core.workspace import atomic_save_with
 from easyphoto_train.engine import training_graph_pool
 from easyphoto_train.output import ValidationRecord
+
+if TYPE_CHECKING:
+    from easyphoto_core.faces import FaceModels
 
 VALIDATION_STEPS = 20
 VALIDATION_DENOISE = 0.7  # enough to redraw the face from the LoRA, keeping pose and light
@@ -49,7 +52,7 @@ class IdentityScorer:
     """Scores images against the user's training faces (FaceModels.identity_score); None when an
     image shows no face (scored 0, so a checkpoint that draws no face ranks last)."""
 
-    def __init__(self, face_models: Any, reference_embeddings: np.ndarray) -> None:
+    def __init__(self, face_models: FaceModels, reference_embeddings: np.ndarray) -> None:
         self.face_models = face_models
         self.reference = np.asarray(reference_embeddings, np.float32)
 

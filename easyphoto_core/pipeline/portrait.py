@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ from easyphoto_core.pipeline.backend import (
 )
 from easyphoto_core.pipeline.sampler import Interrupted
 from easyphoto_core.workspace import Workspace
+
+if TYPE_CHECKING:  # the face stack loads its backends lazily; only the type is needed here
+    from easyphoto_core.faces import FaceModels
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 SEAM_DENOISE = 0.2  # the seam pass only evens out the band where pasted faces meet the photo
@@ -82,7 +85,7 @@ class PortraitResult:
 
 
 class PortraitPipeline:
-    def __init__(self, *, backend: GenerationBackend, face_models: Any,
+    def __init__(self, *, backend: GenerationBackend, face_models: FaceModels,
                  workspace: Workspace) -> None:
         self.backend, self.face_models, self.workspace = backend, face_models, workspace
 
