@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also copy trained LoRAs here (repeatable)")
     parser.add_argument("--weights-dir", type=Path, help="downloaded weights (default: weights/)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--lang", default="en", choices=("en", "zh"),
-                        help="language of the UI and of messages (zh = 简体中文)")
+    parser.add_argument("--lang", default=os.environ.get("EASYPHOTO_LANG") or "en",
+                        choices=("en", "zh"), help="language of the UI and of messages "
+                        "(zh = 简体中文; default: $EASYPHOTO_LANG or en)")
     return parser.parse_args(argv)
 
 
