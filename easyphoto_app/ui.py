@@ -43,6 +43,7 @@ def build_ui(context: StudioContext) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False, title="EasyPhoto") as blocks:
         gr.HTML(_style(), visible=True, elem_id="easyphoto_style")
         missing = first_run.banner(context)  # above the tabs: what a first portrait needs
+        first_run.downloads_panel(context, missing)  # download (progress, cancel) or a path
         with gr.Tab(text("tab_train"), elem_id="easyphoto_train_tab"):
             train = ui_train.build_train_tab(context)
         with gr.Tab(text("tab_generate"), elem_id="easyphoto_generate_tab"):
