@@ -128,7 +128,64 @@ def dropdown_value(page: Any, elem_id: str) -> str:
     return page.locator(f"#{elem_id} input").first.input_value()
 
 
+class EventSockets:
+    """gradio 3.41 runs each queued event over its own websocket. An upload made while an
+    event of the page is still running is lost there (the file list stays at "Uploading..."),
+    so uploads wait until every event socket has closed. gradio 4+ uses no websockets."""
+
+    def __init__(self, page: Any) -> None:
+        self.opened = self.closed = 0
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: Any) -> None:
+        self.opened += 1
+        done = []  # an event's socket ends with "process_completed" (or closes)
+
+        def frame(payload: Any) -> None:
+            if not done and "process_completed" in str(payload):
+                done.append(True)
+                self._closed()
+
+        def close(_: Any) -> None:
+            if not done:
+                done.append(True)
+                self._closed()
+
+        socket.on("framereceived", frame)
+        socket.on("close", close)
+
+    def _closed(self) -> None:
+        self.closed += 1
+
+    def idle(self) -> bool:
+        return self.opened == self.closed
+
+
+SOCKETS: dict[int, EventSockets] = {}
+
+
+def open_page(page: Any, url: str) -> None:
+    """Load the studio and wait until its load events (reattach, user ids) have run."""
+    sockets = SOCKETS.setdefault(id(page), EventSockets(page))
+    page.goto(url)
+    page.wait_for_selector("#easyphoto_train_button")
+    if page.evaluate("() => ((window.gradio_config || {}).version || '')").startswith("3"):
+        wait_until(lambda: _pumped(page) and sockets.opened >= 2, 60,
+                   "the page's load events to start")
+    wait_until(lambda: _pumped(page) and sockets.idle(), 120, "the page's load events to end")
+
+
+def _pumped(page: Any) -> bool:
+    """Let Playwright deliver pending events (its sync API does so only inside its calls)."""
+    page.wait_for_timeout(100)
+    return True
+
+
 def upload(page: Any, elem_id: str, files: list[Path]) -> None:
+    sockets = SOCKETS.get(id(page))
+    if sockets is not None:
+        wait_until(lambda: _pumped(page) and sockets.idle(), 120,
+                   "the page's running events to end before an upload")
     page.locator(f"#{elem_id} input[type=file]").first.set_input_files([str(f) for f in files])
 
 

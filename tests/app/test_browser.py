@@ -32,6 +32,7 @@ from tests.app.browser_helpers import (  # noqa: E402
     gallery_images,
     inner_text,
     open_accordion,
+    open_page,
     open_tab,
     screenshot,
     set_checkbox,
@@ -47,8 +48,7 @@ if not Path(CHROMIUM).is_file():
 
 # Two steps on the tiny models, one validation (the costly part on a CPU) at the end.
 TRAIN_NUMBERS = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 2,
-                 "val_and_checkpointing_steps": 2, "num_validation_templates": 1,
-                 "dataloader_num_workers": 0}
+                 "val_and_checkpointing_steps": 2, "num_validation_templates": 1}
 LONG_RUN_STEPS = 400  # long enough to be cancelled while it trains
 GENERATE_NUMBERS = {"first_diffusion_resolution": 256, "first_diffusion_steps": 2,
                     "second_diffusion_steps": 2, "seed": 5}
@@ -91,8 +91,7 @@ def page(browser, studio):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(studio)
-    page.wait_for_selector("#easyphoto_train_button")
+    open_page(page, studio)
     yield page
     context.close()
 
@@ -101,7 +100,7 @@ def fill_train_form(page, user_id: str, photos: list[Path], **numbers: float) ->
     open_tab(page, "Train")
     text_input(page, "easyphoto_user_id").fill(user_id)
     upload(page, "easyphoto_photos", photos)
-    wait_until(lambda: gallery_images(page, "easyphoto_photo_gallery") == len(photos), 30,
+    wait_until(lambda: gallery_images(page, "easyphoto_photo_gallery") == len(photos), 120,
                "a thumbnail per uploaded photo")
     open_accordion(page, "easyphoto_train_advanced")
     for name, value in {**TRAIN_NUMBERS, **numbers}.items():
