@@ -76,9 +76,13 @@ def build_generate_tab(context: StudioContext) -> GenerateTab:
         with gr.Column():
             results = compat.gallery(label=text("results"), elem_id="easyphoto_results",
                                      columns=3, height=420)
+            if context.settings.results_buttons is not None:  # a host: its own Send to ...
+                context.settings.results_buttons(results)
             widgets = params_widgets("generate", field_specs(GenerateParams),
                                      GENERATE_MAIN_FIELDS)
             # a portrait's infotext back into the fields (the host also has its paste button)
+            if context.settings.paste_fields is not None:  # a host: its paste button
+                context.settings.paste_fields(widgets)
             load = gr.File(label=text("load_settings"), file_types=["image"],
                            elem_id="easyphoto_load_settings")
             load.change(paste.load_settings_handler(list(widgets)), inputs=load,

@@ -10,7 +10,7 @@ from easyphoto_app.auth import parse_credentials
 from easyphoto_app.ui import build_ui
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.workspace import Workspace
-from easyphoto_webui import host, hosts, options
+from easyphoto_webui import host, hosts, options, send_to
 from easyphoto_webui.generation import WebuiBackend
 
 
@@ -42,6 +42,8 @@ class WebuiIntegration:
                 generation_backend=self._generation_backend,
                 options=options.studio_options,  # Settings → EasyPhoto, read per job
                 save_portrait=options.save_portrait,  # also where the host keeps img2img results
+                results_buttons=send_to.bind_results,  # the host's Send to img2img/inpaint/extras
+                paste_fields=send_to.add_paste_button,  # the host's paste of an infotext
             )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),

@@ -11,31 +11,57 @@ prompt box (or read in PNG Info) fills our params.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from easyphoto_app.paste import host_paste_fields
 
+log = logging.getLogger(__name__)
 SEND_TO = ("img2img", "inpaint", "extras")
 TAB_NAME = "easyphoto"
 
 
 def _infotext_utils() -> Any:
-    """modules.infotext_utils (A1111 1.8+, Forge); generation_parameters_copypaste before."""
-    try:
-        return importlib.import_module("modules.infotext_utils")
-    except ImportError:
-        return importlib.import_module("modules.generation_parameters_copypaste")
+    """modules.infotext_utils (A1111 1.8+, Forge); generation_parameters_copypaste before;
+    None in a host that has neither (the tab then goes without the buttons, and says so)."""
+    for name in ("modules.infotext_utils", "modules.generation_parameters_copypaste"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    log.warning("EasyPhoto: this WebUI has no infotext_utils: no Send-to or paste buttons")
+    return None
 
 
-def bind_results(gallery: Any, infotext_box: Any) -> dict[str, Any]:
-    """The host's send-to buttons for the selected portrait; returns them by target tab."""
+def bind_results(gallery: Any, infotext_box: Any = None) -> dict[str, Any]:
+    """The host's send-to buttons for the selected portrait (in a row where they are made);
+    returns them by target tab."""
+    import gradio as gr
+
     utils = _infotext_utils()
-    buttons = utils.create_buttons(list(SEND_TO))
+    if utils is None:
+        return {}
+    with gr.Row(elem_id="easyphoto_send_to"):
+        buttons = utils.create_buttons(list(SEND_TO))
     for tabname, button in buttons.items():
         utils.register_paste_params_button(utils.ParamBinding(
             paste_button=button, tabname=tabname, source_text_component=infotext_box,
             source_image_component=gallery))
     return buttons
+
+
+def add_paste_button(widgets: dict[str, Any]) -> Any:
+    """A paste button by our fields: an infotext pasted into our prompt box fills them."""
+    import gradio as gr
+
+    from easyphoto_core.i18n import gettext
+
+    if _infotext_utils() is None:
+        return None
+    button = gr.Button(gettext("Read settings from the prompt box"), size="sm",
+                       elem_id="easyphoto_paste")
+    bind_paste(widgets, widgets["prompt"], button)
+    return button
 
 
 def bind_paste(widgets: dict[str, Any], prompt_box: Any, button: Any) -> None:

@@ -86,13 +86,30 @@ def test_send_to_and_paste_use_the_hosts_registry(options, monkeypatch):
     utils.register_paste_params_button = registered.append
     utils.add_paste_fields = lambda tab, init, fields: pasted.append((tab, init, fields))
     monkeypatch.setitem(sys.modules, "modules.infotext_utils", utils)
-    from easyphoto_webui.send_to import bind_paste, bind_results
+    import gradio as gr
 
-    buttons = bind_results("gallery", "infotext")
+    from easyphoto_webui.send_to import add_paste_button, bind_paste, bind_results
+
+    with gr.Blocks():
+        buttons = bind_results("gallery", "infotext")
+        prompt = gr.Textbox()
+        button = add_paste_button({"prompt": prompt})
+    assert registered[-1] == {"paste_button": button, "tabname": "easyphoto",
+                              "source_text_component": prompt}
+    registered.clear()
+    pasted.clear()
     assert list(buttons) == ["img2img", "inpaint", "extras"]
+    with gr.Blocks():
+        bind_results("gallery", "infotext")
     assert registered[0] == {"paste_button": "button:img2img", "tabname": "img2img",
                              "source_text_component": "infotext",
                              "source_image_component": "gallery"}
     bind_paste({"lora_weight": "w", "seed": "s"}, "prompt", "paste")
     assert pasted == [("easyphoto", None, [("w", "EasyPhoto LoRA weight"), ("s", "Seed")])]
     assert registered[-1]["tabname"] == "easyphoto"
+
+
+def test_a_host_without_infotext_utils_builds_the_tab_without_the_buttons(options):
+    from easyphoto_webui.send_to import add_paste_button, bind_results
+
+    assert bind_results("gallery") == {} and add_paste_button({"prompt": None}) is None
