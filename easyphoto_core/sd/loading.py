@@ -28,6 +28,7 @@ from easyphoto_core.sd.ldm_keys import (
     component_key_map,
     diffusers_tensor,
 )
+from easyphoto_core.sd.tokenizer import DEFAULT_TOKENIZER_DIR, load_clip_tokenizer
 
 if TYPE_CHECKING:  # diffusers/transformers are heavy: imported when a model is actually built
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -81,8 +82,6 @@ def load_sd15_checkpoint(
     config_dir: str | os.PathLike[str] | None = None,
 ) -> SDComponents:
     """UNet, VAE, CLIP text encoder, tokenizer and scheduler config from a host-layout file."""
-    from easyphoto_core.sd.tokenizer import DEFAULT_TOKENIZER_DIR, load_clip_tokenizer
-
     source = Path(path)
     tensors, metadata = read_state_dict(source)
     kind = detect_sd_kind(tensors)

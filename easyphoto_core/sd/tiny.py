@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from easyphoto_core import MODELS_DIR
 from easyphoto_core.sd.ldm_keys import COMPONENT_PREFIXES, component_key_map, to_ldm_state_dict
@@ -165,6 +166,4 @@ def _metadata(configs: dict[str, dict[str, Any]], *, seed: int, size: str) -> di
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
     atomic_save_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
