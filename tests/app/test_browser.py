@@ -198,13 +198,16 @@ def test_cancel_reload_second_tab_and_restart(page, browser, studio, photos):
 
 
 def paint(page, template_note: str) -> list[str]:
+    """Click Generate and follow the new job (not the previous one the bar still shows)."""
     watch = ProgressWatch(page, "easyphoto_generate_progress")
+    before = watch.sample().get("job", "")
     page.locator("#easyphoto_generate_button").click()
-    final = watch.until_state(("done", "failed", "cancelled"), JOB_TIMEOUT,
-                              job=None)
-    wait_until(lambda: watch.seen and watch.seen[-1]["job"], 5, "a job id")
+    job = wait_until(lambda: (v := watch.sample()).get("job") not in ("", before)
+                     and v["job"], 60, "the new generate job on the bar")
+    final = watch.until_state(("done", "failed", "cancelled"), JOB_TIMEOUT, job=job)
     assert final["state"] == "done", (template_note, watch.texts(),
                                       inner_text(page, "easyphoto_generate_message"))
+    wait_until(lambda: "portrait" in inner_text(page, "easyphoto_results"), 30, "the results")
     return [watch.texts(), inner_text(page, "easyphoto_results")]
 
 
