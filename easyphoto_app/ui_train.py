@@ -74,7 +74,7 @@ def build_train_tab(context: StudioContext) -> TrainTab:
             validations = compat.gallery(label=text("validation_images"),
                                          elem_id="easyphoto_validation_gallery", columns=4)
             face_id = gr.Image(label=text("face_id_image"), type="pil", interactive=False,
-                               elem_id="easyphoto_face_id")
+                               height=320, elem_id="easyphoto_face_id")
     job_id = gr.State("")
     return TrainTab(user_id, photos, thumbnails, clear, overwrite, start, cancel, summary,
                     progress, log, validations, result, face_id, job_id, widgets)
