@@ -220,5 +220,7 @@ def wire_train_tab(context: StudioContext, tab: TrainTab) -> None:
                       **compat.quick())
     tab.clear.click(lambda: (None, [], ""), inputs=[],
                     outputs=[tab.photos, tab.thumbnails, tab.summary], **compat.quick())
-    tab.user_id.change(overwrite_warning(context), inputs=[tab.user_id],
-                       outputs=[tab.overwrite], **compat.quick())
+    warn = overwrite_warning(context)
+    tab.user_id.change(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick())
+    # gradio 3.41 drops a change that comes while the previous one runs: check again on leaving
+    tab.user_id.blur(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick())

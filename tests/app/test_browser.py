@@ -154,7 +154,8 @@ def test_training_shows_each_verdict_the_moving_progress_and_the_result(page, ph
 def test_cancel_reload_second_tab_and_restart(page, browser, studio, photos):
     text_input(page, "easyphoto_user_id").fill("")
     text_input(page, "easyphoto_user_id").fill("obama")
-    wait_until(lambda: "already trained" in inner_text(page, "easyphoto_overwrite_warning"), 15,
+    text_input(page, "easyphoto_user_id").press("Tab")
+    wait_until(lambda: "already trained" in inner_text(page, "easyphoto_overwrite_warning"), 60,
                "the warning before overwriting a trained user id")
     set_number(page, "easyphoto_train_max_train_steps", LONG_RUN_STEPS)
     set_checkbox(page, "easyphoto_train_validation", False)
