@@ -192,7 +192,7 @@ def test_cancel_reload_second_tab_and_restart(page, browser, studio, photos):
     fill_train_form(page, "obama", photos)
     set_checkbox(page, "easyphoto_train_validation", False)
     page.locator("#easyphoto_train_button").click()
-    wait_until(lambda: (v := watch.sample()).get("job") not in ("", job) and v, 30,
+    wait_until(lambda: (v := watch.sample()).get("job") not in ("", job) and v, 120,
                "the restarted job")
     restarted = watch.until_state(("done", "failed", "cancelled"), JOB_TIMEOUT)
     assert restarted["state"] == "done", watch.texts()
