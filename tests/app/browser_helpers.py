@@ -134,28 +134,28 @@ class EventSockets:
     so uploads wait until every event socket has closed. gradio 4+ uses no websockets."""
 
     def __init__(self, page: Any) -> None:
-        self.opened = self.closed = 0
+        self.opened = self.closed = self.generation = 0
         page.on("websocket", self._opened)
+        # a reload leaves the old document's sockets without a close event: count afresh
+        page.on("framenavigated", lambda frame: self._reset() if frame == page.main_frame
+                else None)
+
+    def _reset(self) -> None:
+        self.generation += 1
+        self.opened = self.closed = 0
 
     def _opened(self, socket: Any) -> None:
         self.opened += 1
-        done = []  # an event's socket ends with "process_completed" (or closes)
+        generation, done = self.generation, []  # ends with "process_completed" (or a close)
 
-        def frame(payload: Any) -> None:
-            if not done and "process_completed" in str(payload):
+        def finish() -> None:
+            if not done and generation == self.generation:
                 done.append(True)
-                self._closed()
+                self.closed += 1
 
-        def close(_: Any) -> None:
-            if not done:
-                done.append(True)
-                self._closed()
-
-        socket.on("framereceived", frame)
-        socket.on("close", close)
-
-    def _closed(self) -> None:
-        self.closed += 1
+        socket.on("framereceived",
+                  lambda payload: finish() if "process_completed" in str(payload) else None)
+        socket.on("close", lambda _: finish())
 
     def idle(self) -> bool:
         return self.opened == self.closed
