@@ -77,7 +77,8 @@ suite_a1111() {
         exit 1
     fi
     echo "install.py added (pip freeze diff):"
-    diff "$logs/freeze-before.txt" "$logs/freeze-after.txt" | grep "^>" || echo "  nothing"
+    { diff "$logs/freeze-before.txt" "$logs/freeze-after.txt" || true; } | grep "^>" \
+        || echo "  nothing"
     echo "=== a1111: install.py's import check, then its fast path (A1111 runs it at every start)"
     "$venv/bin/python" -m easyphoto_core.environment --ui
     local TIMEFORMAT="install.py with nothing missing: %R s"
