@@ -122,6 +122,9 @@ def dropdown_updates(context: StudioContext, count: int | None,
     a choice that is still offered is kept, the first face gets the newest... first id else."""
     choices = user_choices(context)
     current = list(current or [None] * MAX_FACES)
+    # Settings → EasyPhoto → user-id slots (read at each update: the host's options change live)
+    slots = max(1, min(MAX_FACES, int(context.settings.option("user_id_slots"))))
+    count = None if count is None else min(count, slots)
     updates = []
     for n in range(MAX_FACES):
         value = current[n] if current[n] in choices else text("leave_face")
@@ -132,6 +135,8 @@ def dropdown_updates(context: StudioContext, count: int | None,
         options: dict[str, Any] = {"choices": choices, "value": value}
         if count is not None:
             options["visible"] = n < max(1, count)
+        elif n >= slots:  # count unknown: leave the visible ones, never show more than the slots
+            options.update(visible=False, value=text("leave_face"))
         updates.append(gr.update(**options))
     return updates
 

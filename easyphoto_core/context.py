@@ -35,6 +35,7 @@ class StudioSettings:
     generation_backend: Callable[[], Any] | None = None
     face_backend: str = "auto"  # auto, dlib, yunet or insightface (FaceModels.load)
     keep_face_models: bool = True  # keep them loaded between jobs (else load per job)
+    user_id_slots: int = 5  # at most this many user-id dropdowns (faces) in the Generate tab
     # In a host: also save each portrait where the host keeps its images; gets (image,
     # infotext, params), returns the path written (Settings → EasyPhoto → save folder)
     save_portrait: Callable[[Any, str, Any], Path | None] | None = None

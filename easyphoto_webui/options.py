@@ -61,7 +61,8 @@ def studio_options() -> dict[str, Any]:
     """The options the core reads per job (StudioSettings.options); applies the language too."""
     apply_language()
     return {"face_backend": _opt("easyphoto_face_backend"),
-            "keep_face_models": bool(_opt("easyphoto_keep_face_models"))}
+            "keep_face_models": bool(_opt("easyphoto_keep_face_models")),
+            "user_id_slots": user_id_slots()}
 
 
 def user_id_slots() -> int:

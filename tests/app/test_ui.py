@@ -162,3 +162,18 @@ def test_start_and_generate_explain_bad_input_instead_of_failing(context):
         "Cannot generate: Choose a template from the gallery or upload one.")
     assert ui_generate.chosen_user_ids(["ann", labels.text("leave_face"), "bob", None]) == [
         "ann", None, "bob"]
+
+
+def test_user_id_slots_setting_caps_the_dropdowns(tmp_path):
+    """Settings → EasyPhoto → user-id slots: a four-face template offers only two dropdowns."""
+    from easyphoto_app.ui_generate import MAX_FACES, dropdown_updates
+    from easyphoto_core.context import StudioSettings
+
+    slots = {"user_id_slots": 2}
+    settings = StudioSettings(options=lambda: slots)
+    context = StudioContext(Workspace(tmp_path), "diffusers", settings=settings)
+    visible = [update.get("visible") for update in dropdown_updates(context, 4)]
+    assert visible == [True, True] + [False] * (MAX_FACES - 2)
+    slots["user_id_slots"] = 5  # changed in the host's settings: read again
+    visible = [update.get("visible") for update in dropdown_updates(context, 4)]
+    assert visible == [True] * 4 + [False] * (MAX_FACES - 4)
