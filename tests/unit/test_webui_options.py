@@ -41,9 +41,12 @@ def test_face_backend_choices_are_the_choosers():
 
 def test_studio_options_follow_the_settings_at_each_read(options):
     module, shared = options
-    assert module.studio_options() == {"face_backend": "auto", "keep_face_models": True}
-    shared.opts.data.update(easyphoto_face_backend="dlib", easyphoto_keep_face_models=False)
-    assert module.studio_options() == {"face_backend": "dlib", "keep_face_models": False}
+    assert module.studio_options() == {"face_backend": "auto", "keep_face_models": True,
+                                       "user_id_slots": 5}
+    shared.opts.data.update(easyphoto_face_backend="dlib", easyphoto_keep_face_models=False,
+                            easyphoto_user_id_slots=2)
+    assert module.studio_options() == {"face_backend": "dlib", "keep_face_models": False,
+                                       "user_id_slots": 2}
     shared.opts.data["easyphoto_user_id_slots"] = 9
     assert module.user_id_slots() == 5
 
