@@ -19,6 +19,9 @@ from tests.train.test_trainer import FAST, REPO, make_job
 def run_job_file(tmp_path, content, env=None):
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(content))
+    # the project on PYTHONPATH, as the runner sets it: in A1111 the extension is not installed
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
     result = subprocess.run([sys.executable, "-m", "easyphoto_train", "--config", str(job_file)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     events = [e for e in map(parse_event, result.stdout.splitlines()) if e]
