@@ -30,7 +30,8 @@ run_tests() {
     local name="$1" venv="$2"
     echo "=== $name: ruff + pytest"
     "$venv/bin/ruff" check .
-    "$venv/bin/python" -m pytest -q "${PYTEST_ARGS[@]}"
+    # the slowest tests, printed: CI must stay under 20 min for both suites
+    "$venv/bin/python" -m pytest -q -rf --durations=25 "${PYTEST_ARGS[@]}"
 }
 
 suite_newest() {
