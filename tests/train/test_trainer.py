@@ -186,4 +186,7 @@ def test_validation_scores_each_checkpoint_and_selects_the_best(tiny_models, tin
     report = json.loads((job.output_dir / "training_report.json").read_text())
     assert sorted(report["selected_steps"]) == [1, 2]  # fusion of the top two
     assert report["fusion_error"] is not None and report["fusion_error"] >= 0
-    assert (job.output_dir / "face_id.png").is_file()
+    # the face-id image is a validation image with a face; the tiny models' images may show
+    # none, and then there is no face-id image and the report says the reference photo is used
+    faceless = any("no validation image showed a face" in note for note in report["notes"])
+    assert (job.output_dir / "face_id.png").is_file() != faceless
