@@ -93,7 +93,7 @@ def run_ours(backend, loras: list, portraits: int, passes: dict) -> dict:
     """Start-up, the first portrait, warm portraits, and the two-person portrait."""
     import torch
 
-    from easyphoto_core.pipeline.portrait import SEAM_DENOISE, SEAM_STEPS
+    from easyphoto_core.params import GenerateParams
 
     first, second = passes["first"], passes["second"]
 
@@ -101,7 +101,9 @@ def run_ours(backend, loras: list, portraits: int, passes: dict) -> dict:
         return {"first": one_pass(backend, first, seed=seed, lora=lora),
                 "second": one_pass(backend, second, seed=seed, lora=lora)}
 
-    seam = {"steps": SEAM_STEPS, "denoise": SEAM_DENOISE, "controls": ("canny",)}
+    defaults = GenerateParams()
+    seam = {"steps": defaults.seam_steps, "denoise": defaults.seam_denoising_strength,
+            "controls": ("canny",)}
 
     def two_people(seed: int) -> dict[str, float]:
         times = {}

@@ -62,8 +62,10 @@ def _job_errors() -> Iterator[None]:
 def add_job_routes(router: APIRouter, context: StudioContext) -> None:
     from easyphoto_core.params import GenerateParams, TrainParams
 
+    # plain `def` routes: copying uploads and reading files block, so FastAPI runs them in its
+    # thread pool, not on the event loop (inside A1111 the WebUI's own)
     @router.post("/train", summary="Train a user id from photos (a queued job)")
-    async def train(user_id: str = Form(...), params: str = Form("{}"),
+    def train(user_id: str = Form(...), params: str = Form("{}"),
                     photos: list[UploadFile] = File(...)) -> dict[str, Any]:
         from easyphoto_core.studio import start_training
 
@@ -74,7 +76,7 @@ def add_job_routes(router: APIRouter, context: StudioContext) -> None:
                                   _params(TrainParams, params)).to_dict()
 
     @router.post("/generate", summary="Paint user ids (left to right) into a template")
-    async def generate(user_ids: str = Form(..., description="comma-separated, left to right"),
+    def generate(user_ids: str = Form(..., description="comma-separated, left to right"),
                        params: str = Form("{}"), template: UploadFile = File(...)
                        ) -> dict[str, Any]:
         from easyphoto_core.images import DecodeLimits, decode_image

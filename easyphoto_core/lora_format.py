@@ -258,6 +258,20 @@ def load_lora(path: str | PathLike[str]) -> LoRAFile:
     return LoRAFile(path=source, tensors=tensors, metadata=metadata, modules=modules)
 
 
+def read_lora_metadata(path: str | PathLike[str]) -> dict[str, str]:
+    """A LoRA file's metadata from its header alone (no tensor is read: cheap on any size)."""
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {source}")
+    try:
+        with safe_open(str(source), framework="pt", device="cpu") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # the Rust reader raises its own class
+        raise LoRAFormatError(
+            f"{source}: not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from error
+
+
 def build_metadata(
     *,
     user_id: str,

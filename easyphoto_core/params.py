@@ -150,6 +150,15 @@ class GenerateParams(_Params):
     background_restore_denoising: float = Field(
         0.35, ge=0.0, le=1.0, title="Background restore denoising strength"
     )
+    seam_steps: int = Field(
+        20, ge=1, le=100, title="Seam pass steps",
+        description="Several people: steps of the light pass over the band where the pasted "
+        "faces meet the photo.",
+    )
+    seam_denoising_strength: float = Field(
+        0.2, ge=0.0, le=1.0, title="Seam pass denoising strength",
+        description="Several people: how much the seam pass may change the band (0 skips it).",
+    )
     high_resolution: bool = Field(False, title="High resolution second diffusion")
     high_resolution_scale: float = Field(1.5, ge=1.0, le=2.0, title="High resolution scale")
 

@@ -22,7 +22,7 @@ from easyphoto_core.pipeline.backend import (
     LoraRef,
     MissingModelError,
     StepCallback,
-    check_lora_base,
+    check_lora_file,
     keep_unmasked,
 )
 from easyphoto_core.workspace import atomic_save_with
@@ -52,13 +52,7 @@ class WebuiBackend:
             self._model_name(api, kind)
 
     def check_lora(self, lora: LoraRef) -> None:
-        if not lora.path.is_file():
-            raise MissingModelError(f"LoRA {lora.name} not found at {lora.path}: train it first.")
-        from safetensors import safe_open
-
-        with safe_open(str(lora.path), framework="pt") as lora_file:
-            check_lora_base(lora, lora_file.metadata() or {})
-        self._install_lora(lora)
+        check_lora_file(lora)
 
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:
@@ -71,8 +65,9 @@ class WebuiBackend:
                 f"This pass needs {len(units)} ControlNet units, but the WebUI allows {limit}: "
                 f"raise Settings → ControlNet → Multi-ControlNet: ControlNet unit number to "
                 f"{len(units)} and restart the WebUI.")
-        if request.lora is not None:
-            self.check_lora(request.lora)
+        if request.lora is not None:  # in the job: a copy may be hundreds of MB
+            check_lora_file(request.lora)
+            self._install_lora(request.lora)
         if self._script_args is None:
             self._script_args = host.img2img_default_script_args()
         run = host.run_img2img(self._settings(request), script_args=self._script_args,

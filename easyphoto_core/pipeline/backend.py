@@ -13,6 +13,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from easyphoto_core.lora_format import read_lora_metadata
+
 ControlKind = Literal["canny", "openpose", "tile", "color"]
 
 # The ControlNet 1.1 model each control kind needs (file stems as distributed; a file whose stem
@@ -64,9 +66,11 @@ class InpaintRequest:
 StepCallback = Callable[[int, int], None]
 
 
-def check_lora_base(lora: LoraRef, metadata: dict[str, str]) -> None:
-    """Refuse a LoRA whose metadata says it was trained on something other than SD1.5."""
-    base = metadata.get("ss_base_model_version", "sd_v1")
+def check_lora_file(lora: LoraRef) -> None:
+    """The LoRA file is there, readable, and says it was trained on SD1.5 (header only)."""
+    if not lora.path.is_file():
+        raise MissingModelError(f"LoRA {lora.name} not found at {lora.path}: train it first.")
+    base = read_lora_metadata(lora.path).get("ss_base_model_version", "sd_v1")
     if not base.startswith("sd_v1"):
         raise BaseModelMismatchError(
             f"LoRA {lora.name} was trained on {base}, but EasyPhoto generates with an SD1.5 "
@@ -88,7 +92,8 @@ class GenerationBackend(Protocol):
         """Raise MissingModelError naming the first missing ControlNet file and where it goes."""
 
     def check_lora(self, lora: LoraRef) -> None:
-        """Raise BaseModelMismatchError / a clear error when the LoRA cannot apply here."""
+        """Raise BaseModelMismatchError / a clear error when the LoRA cannot apply here. Cheap
+        and without side effects (files and headers only): it runs on the request thread."""
 
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:

@@ -25,7 +25,7 @@ from easyphoto_core.pipeline.backend import (
     LoraRef,
     MissingModelError,
     StepCallback,
-    check_lora_base,
+    check_lora_file,
 )
 from easyphoto_core.pipeline.sampler import (
     ControlInput,
@@ -136,9 +136,7 @@ class DiffusersBackend:
             self.controlnet_path(kind)
 
     def check_lora(self, lora: LoraRef) -> None:
-        if not lora.path.is_file():
-            raise MissingModelError(f"LoRA {lora.name} not found at {lora.path}: train it first.")
-        check_lora_base(lora, self.cache.lora(lora.path).metadata)
+        check_lora_file(lora)
 
     def inpaint(self, request: InpaintRequest, *, callback: StepCallback | None = None,
                 interrupt: Callable[[], bool] | None = None) -> np.ndarray:

@@ -32,8 +32,11 @@ if TYPE_CHECKING:  # the face stack loads its backends lazily; only the type is 
     from easyphoto_core.faces import FaceModels
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-SEAM_DENOISE = 0.2  # the seam pass only evens out the band where pasted faces meet the photo
-SEAM_STEPS = 20
+# Context kept around a light pass's region: the crop the model sees reaches this far past it
+# (the seam band of two faces in a 1024 px group photo is a few percent of the pixels; inpainting
+# only its box instead of the whole photo is what makes the seam pass cheap).
+LIGHT_PASS_MARGIN = 32
+BACKGROUND_RESTORE_STEPS = 20
 # background faces smaller than this x the largest face do not take a user's slot
 MIN_RELATIVE_FACE_SIZE = 0.3
 # Extra-network tags a host would act on: a prompt must not pick LoRAs (or other networks); the
@@ -92,26 +95,32 @@ class PortraitPipeline:
     # --- inputs -----------------------------------------------------------------------------
 
     def check_inputs(self, template: np.ndarray, user_ids: Sequence[str],
-                     params: GenerateParams) -> list[stages.TemplateFace]:
-        """Pair the template's faces with the users; raise a clear error for anything missing."""
+                     params: GenerateParams) -> None:
+        """Refuse a request that cannot run, with a message saying what to do. Cheap and without
+        side effects (it runs on the request thread, inside A1111 the WebUI's event loop): the
+        image's type, the prompts, the ids, and the model files by name and header. Finding the
+        template's faces is the job's first step."""
         if template.ndim != 3 or template.shape[2] != 3 or template.dtype != np.uint8:
             raise ValueError("the template must be an RGB image (H x W x 3, uint8)")
         check_prompt_tags(params)
         chosen = [user_id for user_id in user_ids if user_id is not None]  # None: leave a face
+        stages.check_user_count(user_ids)
         for user_id in chosen:
             files = self.workspace.user(user_id)  # validates the id
             if not files.lora_file.is_file():
                 raise UnknownUserError(
                     f"user id {user_id!r} has no trained LoRA in {self.workspace.root}: train "
                     f"it first (expected {files.lora_file}).")
+            self.backend.check_lora(self.lora_ref(user_id, params))
+        self.backend.check_controls(self.control_kinds(params))
+
+    def pair_faces(self, template: np.ndarray,
+                   user_ids: Sequence[str]) -> list[stages.TemplateFace]:
+        """The template's faces left to right, paired with the user ids (None leaves a face)."""
         faces = stages.locate_faces(template, detector=self.face_models.detector,
                                     landmarks=self.face_models.landmarks,
                                     min_relative_size=MIN_RELATIVE_FACE_SIZE)
-        paired = stages.pair_faces_with_users(faces, list(user_ids))
-        self.backend.check_controls(self.control_kinds(params))
-        for user_id in chosen:
-            self.backend.check_lora(self.lora_ref(user_id, params))
-        return paired
+        return stages.pair_faces_with_users(faces, list(user_ids))
 
     @staticmethod
     def control_kinds(params: GenerateParams) -> set[str]:
@@ -168,8 +177,9 @@ class PortraitPipeline:
 
     def _paint(self, run: _Run, template: np.ndarray, user_ids: Sequence[str],
                params: GenerateParams) -> PortraitResult:
-        # 1. faces left to right, paired with the user ids; every file checked up front
-        paired = self.check_inputs(template, user_ids, params)
+        # 1. every file checked up front; the faces left to right, paired with the user ids
+        self.check_inputs(template, user_ids, params)
+        paired = self.pair_faces(template, user_ids)
         notes: list[str] = []
         users = {uid: self.load_user(uid, params, notes) for uid in dict.fromkeys(user_ids)
                  if uid is not None}
@@ -183,9 +193,12 @@ class PortraitPipeline:
         # 9. paste back with feathered masks; a light seam pass when several people meet
         pasted = stages.paste_faces(template, pieces)
         run.note("paste_weight", pasted.weight)
-        result = run.seam_pass(pasted) if len(pieces) > 1 else pasted.image
+        result = pasted.image
+        if len(pieces) > 1 and params.seam_denoising_strength > 0:
+            result = run.seam_pass(pasted)
         if params.background_restore:  # a light pass over everything but the faces
             result = run.light_pass(result, pasted.weight <= 0, "background restore",
+                                    steps=BACKGROUND_RESTORE_STEPS,
                                     denoise=params.background_restore_denoising)
         # 10. how much each output face looks like its user
         scored = [FaceResult(uid, crop.box, self._score(result, crop, users[uid]))
@@ -315,19 +328,37 @@ class _Run:
         """Inpaint the band where pasted faces meet the photo, lightly, keeping all else."""
         band = stages.seam_mask(pasted.weight) > 0
         self.note("seam_mask", band.astype(np.uint8) * 255)
-        return self.light_pass(pasted.image, band, "seam pass", denoise=SEAM_DENOISE)
+        return self.light_pass(pasted.image, band, "seam pass", steps=self.params.seam_steps,
+                               denoise=self.params.seam_denoising_strength)
 
-    def light_pass(self, image: np.ndarray, region: np.ndarray, stage: str, *,
+    def light_pass(self, image: np.ndarray, region: np.ndarray, stage: str, *, steps: int,
                    denoise: float) -> np.ndarray:
-        """A low-denoise inpaint of `region` (bool) over the whole image, canny-guided, no LoRA;
-        pixels outside `region` are returned unchanged."""
-        padded, (height, width) = _pad_to_multiple_of_8(image), image.shape[:2]
-        mask = _pad_to_multiple_of_8(region.astype(np.uint8)[..., None] * 255)[..., 0]
-        repaired = self.inpaint(stage, image=padded, mask=mask, steps=SEAM_STEPS,
-                                denoise=denoise, seed=self.seed + 2000,
-                                controls=(ControlSpec("canny", stages.canny_control(padded),
+        """A low-denoise inpaint of `region` (bool), canny-guided, no LoRA, on the box around
+        `region` plus a margin of context; pixels outside `region` are returned unchanged."""
+        if not region.any():
+            return image
+        x0, y0, x1, y1 = region_box(region, margin=LIGHT_PASS_MARGIN)
+        crop = _pad_to_multiple_of_8(image[y0:y1, x0:x1])
+        inside = region[y0:y1, x0:x1]
+        mask = _pad_to_multiple_of_8(inside.astype(np.uint8)[..., None] * 255)[..., 0]
+        self.note(f"{stage.replace(' ', '_')}_crop", crop)
+        repaired = self.inpaint(stage, image=crop, mask=mask, steps=steps, denoise=denoise,
+                                seed=self.seed + 2000,
+                                controls=(ControlSpec("canny", stages.canny_control(crop),
                                                       self.params.second_canny_weight),))
-        return np.where(region[..., None], repaired[:height, :width], image)
+        out = image.copy()
+        out[y0:y1, x0:x1] = np.where(inside[..., None], repaired[:y1 - y0, :x1 - x0],
+                                     image[y0:y1, x0:x1])
+        return out
+
+
+def region_box(region: np.ndarray, *, margin: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the bounding box of a non-empty bool `region`, grown by `margin` pixels
+    and clipped to the image."""
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    height, width = region.shape
+    return (max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
+            min(width, int(cols[-1]) + 1 + margin), min(height, int(rows[-1]) + 1 + margin))
 
 
 def _read_rgb(path: Any) -> np.ndarray:

@@ -71,7 +71,10 @@ def test_one_person_keeps_size_and_everything_outside_the_face(studio, faces_dir
 
 def test_two_people_left_to_right_each_with_a_score(studio, faces_dir):
     template = photo(faces_dir, "two_people.jpg")
-    result = studio(template, ["kit", "obama"], parse_params(GenerateParams, FAST),
+    events = []
+    params = parse_params(GenerateParams, {**FAST, "seam_steps": 6,
+                                           "seam_denoising_strength": 0.5})
+    result = studio(template, ["kit", "obama"], params, callback=events.append,
                     return_intermediates=True)
     assert result.image.shape == template.shape
     assert [f.user_id for f in result.faces] == ["kit", "obama"]
@@ -81,6 +84,21 @@ def test_two_people_left_to_right_each_with_a_score(studio, faces_dir):
     assert np.array_equal(result.image[outside], template[outside])
     for face in result.faces:
         assert face.identity is None or 0.0 <= face.identity.score <= 1.0
+    # the seam pass paints the box around the band (not the whole photo), with the params' steps,
+    # and reports its progress
+    crop = result.intermediates["seam_pass_crop"]
+    assert crop.shape[0] * crop.shape[1] < 0.9 * template.shape[0] * template.shape[1]
+    seam = [e for e in events if e["stage"] == "seam pass"]
+    assert seam and seam[-1]["step"] == seam[-1]["total"] and 1 <= seam[-1]["total"] <= 6
+
+
+def test_no_seam_pass_at_zero_strength(studio, faces_dir):
+    template = photo(faces_dir, "two_people.jpg")
+    events = []
+    studio(template, ["kit", "obama"],
+           parse_params(GenerateParams, {**FAST, "seam_denoising_strength": 0.0}),
+           callback=events.append)
+    assert events and not any(e["stage"] == "seam pass" for e in events)
 
 
 def test_same_seed_same_portrait(studio, faces_dir):
@@ -102,16 +120,33 @@ def test_progress_callback_and_interrupt(studio, faces_dir):
         studio(template, ["obama"], parse_params(GenerateParams, FAST), interrupt=lambda: True)
 
 
-def test_no_face_in_template(studio):
+class Untouchable:
+    """Face models that fail the test when check_inputs reaches for them."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"check_inputs used the face models ({name})")
+
+
+def test_check_inputs_runs_no_face_model_and_loads_no_lora(studio, faces_dir, monkeypatch):
+    """check_inputs runs on the request thread: files, params, ids and headers only."""
+    pipeline = PortraitPipeline(backend=studio.backend, face_models=Untouchable(),
+                                workspace=studio.workspace)
+    loaded = []
+    monkeypatch.setattr(studio.backend.cache, "lora", lambda path: loaded.append(path))
+    pipeline.check_inputs(np.full((256, 256, 3), 127, np.uint8), ["obama", "kit"],
+                          parse_params(GenerateParams, FAST))
+    assert loaded == []
+
+
+def test_no_face_in_template_fails_the_job(studio):
+    blank = np.full((256, 256, 3), 127, np.uint8)
     with pytest.raises(TemplateFaceError, match="no face"):
-        studio.check_inputs(np.full((256, 256, 3), 127, np.uint8), ["obama"],
-                            parse_params(GenerateParams, FAST))
+        studio(blank, ["obama"], parse_params(GenerateParams, FAST))
 
 
 def test_more_user_ids_than_faces(studio, faces_dir):
     with pytest.raises(TemplateFaceError, match="1 face"):
-        studio.check_inputs(photo(faces_dir, "biden.jpg"), ["obama", "kit"],
-                            parse_params(GenerateParams, FAST))
+        studio.pair_faces(photo(faces_dir, "biden.jpg"), ["obama", "kit"])
 
 
 def test_unknown_user_id(studio, faces_dir):

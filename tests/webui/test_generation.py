@@ -159,6 +159,17 @@ def test_more_units_than_the_host_allows_is_explained(webui):
     assert runs == []
 
 
+def test_checking_a_lora_reads_its_header_and_copies_nothing(webui, tmp_path):
+    """check_lora runs on the request thread (the WebUI's event loop): the copy into the host's
+    Lora folder waits for the job's first pass."""
+    backend, runs, _ = webui
+    lora = _lora(tmp_path)
+    backend.check_lora(lora)
+    assert runs == [] and not (tmp_path / "loras").exists()
+    backend.inpaint(_request(lora=lora))
+    assert (tmp_path / "loras" / "easyphoto_alice.safetensors").is_file()
+
+
 def test_a_lora_for_another_base_model_is_refused_and_not_installed(webui, tmp_path):
     backend, runs, _ = webui
     with pytest.raises(BaseModelMismatchError, match="sdxl"):

@@ -136,6 +136,17 @@ def locate_main_face(
     return LocatedFace(detection=detection, dense=dense)
 
 
+def check_user_count(user_ids: Sequence[str | None]) -> None:
+    """Raise TemplateFaceError unless 1 to MAX_USER_IDS user ids are chosen (None skips a face)."""
+    chosen = [user_id for user_id in user_ids if user_id is not None]
+    if not chosen:
+        raise TemplateFaceError(f"no user id chosen: choose 1 to {MAX_USER_IDS} user ids")
+    if len(chosen) > MAX_USER_IDS:
+        raise TemplateFaceError(
+            f"{len(chosen)} user ids chosen; at most {MAX_USER_IDS} fit one template"
+        )
+
+
 def pair_faces_with_users(
     faces: Sequence[LocatedFace], user_ids: Sequence[str | None]
 ) -> list[TemplateFace]:
@@ -145,13 +156,7 @@ def pair_faces_with_users(
     list are left alone. Raises TemplateFaceError when no user id is given, more than
     MAX_USER_IDS are, the template has no face, or there are more user id slots than faces.
     """
-    chosen = [user_id for user_id in user_ids if user_id is not None]
-    if not chosen:
-        raise TemplateFaceError("no user id chosen: choose 1 to 5 user ids")
-    if len(chosen) > MAX_USER_IDS:
-        raise TemplateFaceError(
-            f"{len(chosen)} user ids chosen; at most {MAX_USER_IDS} fit one template"
-        )
+    check_user_count(user_ids)
     if not faces:
         raise TemplateFaceError("no face found in the template")
     if len(user_ids) > len(faces):
