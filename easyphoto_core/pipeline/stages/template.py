@@ -140,7 +140,7 @@ def check_user_count(user_ids: Sequence[str | None]) -> None:
     """Raise TemplateFaceError unless 1 to MAX_USER_IDS user ids are chosen (None skips a face)."""
     chosen = [user_id for user_id in user_ids if user_id is not None]
     if not chosen:
-        raise TemplateFaceError(f"no user id chosen: choose 1 to {MAX_USER_IDS} user ids")
+        raise TemplateFaceError("no user id chosen: choose 1 to 5 user ids")
     if len(chosen) > MAX_USER_IDS:
         raise TemplateFaceError(
             f"{len(chosen)} user ids chosen; at most {MAX_USER_IDS} fit one template"
