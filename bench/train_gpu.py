@@ -75,11 +75,11 @@ def run_job(work: Path, checkpoint: Path, dataset: Path, *, name: str, overrides
             weights: Path | None, device: str) -> dict:
     """Launch the trainer subprocess on a job file; time every phase from its events."""
     from easyphoto_core.params import TrainParams, parse_params
-    from easyphoto_core.training.events import parse_event
-    from easyphoto_core.training.job import TrainJob
+    from easyphoto_core.trainer_process.config import TrainerConfig
+    from easyphoto_core.trainer_process.events import parse_event
 
     (work / "Lora").mkdir(exist_ok=True)
-    job = TrainJob("bench", checkpoint, dataset, work / f"out-{name}",
+    job = TrainerConfig("bench", checkpoint, dataset, work / f"out-{name}",
                    parse_params(TrainParams, overrides), device=device,
                    lora_copy_dirs=(work / "Lora",), weights_dir=weights)
     config = work / f"job-{name}.json"
@@ -204,15 +204,15 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     import torch
 
     from easyphoto_core.params import TrainParams, parse_params
-    from easyphoto_core.training.events import EventWriter
-    from easyphoto_core.training.job import TrainJob
+    from easyphoto_core.trainer_process.config import TrainerConfig
+    from easyphoto_core.trainer_process.events import EventWriter
     from easyphoto_train.engine import LoRATrainingLoop, encode_latents
     from easyphoto_train.run import make_stepper, micro_batch_size
     from easyphoto_train.setup import load_dataset_images, load_training_models, resolve_device
 
     started = time.perf_counter()
     params = parse_params(TrainParams, {"max_train_steps": steps})
-    job = TrainJob("bench", checkpoint, dataset, dataset.parent / "out", params, device="cuda")
+    job = TrainerConfig("bench", checkpoint, dataset, dataset.parent / "out", params, device="cuda")
     device, dtype = resolve_device("cuda", params.mixed_precision)
     images = load_dataset_images(dataset, params.resolution)
     models, components = load_training_models(job, device=device, dtype=dtype)

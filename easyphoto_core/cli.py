@@ -19,7 +19,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already says what is wrong and what to do: no traceback."""
     from easyphoto_core.faces.base import FaceModelError
     from easyphoto_core.preprocess import PreprocessError
-    from easyphoto_core.training.runner import TrainingFailed
+    from easyphoto_core.trainer_process.runner import TrainingFailed
 
     return (ValueError, OSError, WeightsError, PreprocessError, TrainingFailed, FaceModelError)
 

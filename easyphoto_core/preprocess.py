@@ -48,7 +48,7 @@ from easyphoto_core.faces.identity import majority_identity
 from easyphoto_core.faces.regions import face_region_mask, retouch_skin, skin_mask
 from easyphoto_core.images import DecodeLimits, ImageDecodeError, decode_image, read_limited
 from easyphoto_core.params import TRIGGER_CAPTION, TrainParams
-from easyphoto_core.workspace import UserFiles, atomic_write_json
+from easyphoto_core.workspace import DatasetFiles, UserFiles, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -454,14 +454,16 @@ def _write_dataset(
         lines = []
         for number, (entry, sample) in enumerate(zip(kept, samples, strict=True)):
             lines.append(_write_sample(staging, number, entry, sample))
-        _write_file(staging / "metadata.jsonl",
+        files = DatasetFiles(staging)
+        _write_file(files.index,
                     "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode())
         embeddings = np.stack([entry.chosen.embedding for entry in kept if entry.chosen])
-        with open(staging / "embeddings.npy", "wb") as handle:
+        with open(files.embeddings, "wb") as handle:
             np.save(handle, embeddings.astype(np.float32))
-        _write_file(staging / "reference.png", _encode_png(reference))
-        report.reference_file, report.embeddings_file = "reference.png", "embeddings.npy"
-        atomic_write_json(staging / user.preprocess_report.name, report.to_dict())
+        _write_file(files.reference_photo, _encode_png(reference))
+        report.reference_file = files.reference_photo.name
+        report.embeddings_file = files.embeddings.name
+        atomic_write_json(files.report, report.to_dict())
         _swap_in(staging, user.dataset_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -203,9 +203,9 @@ def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params:
     untouched unless it returns.
     """
     from easyphoto_core.preprocess import PreprocessError, preprocess_photos
-    from easyphoto_core.training.job import job_for_user
-    from easyphoto_core.training.progress import TrainingProgress
-    from easyphoto_core.training.runner import raise_for_outcome, run_trainer
+    from easyphoto_core.trainer_process.config import config_for_user
+    from easyphoto_core.trainer_process.progress import TrainingProgress
+    from easyphoto_core.trainer_process.runner import raise_for_outcome, run_trainer
 
     stage = user.staging(job_id)
     resume = resume and _has_checkpoints(stage)
@@ -222,10 +222,10 @@ def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params:
             raise
         progress.photos(report)
     handle.check_cancelled()
-    job = job_for_user(stage, base_model=base_model, params=params, device=device,
-                       resume=resume, weights_dir=weights_dir, workspace=workspace.root,
-                       not_before=time.time())
-    job.cancel_file.unlink(missing_ok=True)  # a cancel asked before this run does not count
+    config = config_for_user(stage, base_model=base_model, params=params, device=device,
+                             resume=resume, weights_dir=weights_dir, workspace=workspace.root,
+                             not_before=time.time())
+    config.cancel_file.unlink(missing_ok=True)  # a cancel asked before this run does not count
     if before is not None:
         before()  # e.g. the host moves its model off the GPU
     progress.loading()
@@ -240,9 +240,9 @@ def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params:
             on_event(item)
 
     try:
-        job.save(work_dir / "train.json")  # not_before is now: a later cancel file counts
-        handle.on_cancel(lambda: _touch(job.cancel_file))
-        outcome = run_trainer(job, work_dir / "train.json", on_event=event,
+        config.save(work_dir / "train.json")  # not_before is now: a later cancel file counts
+        handle.on_cancel(lambda: _touch(config.cancel_file))
+        outcome = run_trainer(config, work_dir / "train.json", on_event=event,
                               log_file=work_dir / TRAINER_LOG)
     finally:
         if after is not None:
@@ -314,7 +314,7 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
     from PIL import Image
 
     from easyphoto_core import infotext
-    from easyphoto_core.training.progress import GenerationProgress
+    from easyphoto_core.trainer_process.progress import GenerationProgress
 
     inputs = handle.record.inputs
     params = stored_params(GenerateParams, inputs["params"])

@@ -56,6 +56,29 @@ def validate_user_id(user_id: object) -> str:
 
 
 @dataclass(frozen=True)
+class DatasetFiles:
+    """A preprocessed dataset's files (written by preprocess; read by training and generation)."""
+
+    root: Path
+
+    @property
+    def index(self) -> Path:  # one JSON line per training crop: file, mask, face box, caption
+        return self.root / "metadata.jsonl"
+
+    @property
+    def embeddings(self) -> Path:  # the kept photos' face embeddings (identity scores)
+        return self.root / "embeddings.npy"
+
+    @property
+    def reference_photo(self) -> Path:  # the photo preprocess chose for face fusion
+        return self.root / "reference.png"
+
+    @property
+    def report(self) -> Path:  # every photo kept or dropped, and why
+        return self.root / "report.json"
+
+
+@dataclass(frozen=True)
 class UserFiles:
     """The paths of one user id's files inside a workspace (nothing is created here)."""
 
@@ -69,6 +92,10 @@ class UserFiles:
     @property
     def dataset_dir(self) -> Path:
         return self.root / "dataset"
+
+    @property
+    def dataset(self) -> DatasetFiles:
+        return DatasetFiles(self.dataset_dir)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -100,7 +127,7 @@ class UserFiles:
 
     @property
     def preprocess_report(self) -> Path:
-        return self.dataset_dir / "report.json"
+        return self.dataset.report
 
     @property
     def training_report(self) -> Path:
@@ -119,8 +146,9 @@ class UserFiles:
     def trained_items(self) -> tuple[str, ...]:
         """What a training produces, as names inside the user's folder; a commit replaces all of
         them together (one left from the previous training would not match the new LoRA)."""
-        return ("dataset", "checkpoints", "validation", self.lora_file.name, "reference.png",
-                "face_id.png", "training_report.json")
+        return tuple(path.name for path in (
+            self.dataset_dir, self.checkpoints_dir, self.validation_dir, self.lora_file,
+            self.reference_photo, self.face_id_image, self.training_report))
 
 
 class Workspace:

@@ -1,6 +1,6 @@
 """`python -m easyphoto_train --config JOB.json [--resume] [--parent-watch]`: the trainer.
 
-Prints JSON-lines events (easyphoto_core.training.events) and exits with an ExitCode:
+Prints JSON-lines events (easyphoto_core.trainer_process.events) and exits with an ExitCode:
 0 done, 1 error, 2 bad job file or input (a `bad_config` event names the field), 3 cancelled
 (SIGTERM, the cancel file, or the parent gone), 4 out of GPU memory. A package that does not
 import is an `environment` error naming the package, the error and the fix, not a traceback;
@@ -16,8 +16,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from easyphoto_core.training.events import EventWriter, ExitCode
-from easyphoto_core.training.job import JobError, TrainJob, load_job
+from easyphoto_core.trainer_process.config import TrainerConfig, TrainerConfigError, load_config
+from easyphoto_core.trainer_process.events import EventWriter, ExitCode
 from easyphoto_train.cancel import CancelToken
 
 
@@ -41,30 +41,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parent_watch:
         cancel.watch_parent(ExitCode.CANCELLED)
     try:
-        job = load_job(args.config)
+        config = load_config(args.config)
         if args.resume:
-            job = dataclasses.replace(job, resume=True)
-    except JobError as error:
+            config = dataclasses.replace(config, resume=True)
+    except TrainerConfigError as error:
         events.emit("error", kind="bad_config", message=str(error), hint="fix the job file")
         return ExitCode.BAD_CONFIG
-    cancel.cancel_file, cancel.not_before = job.cancel_file, job.not_before
-    return run_and_report(job, events, cancel)
+    cancel.cancel_file, cancel.not_before = config.cancel_file, config.not_before
+    return run_and_report(config, events, cancel)
 
 
-def run_and_report(job: TrainJob, events: EventWriter, cancel: CancelToken) -> int:
+def run_and_report(config: TrainerConfig, events: EventWriter, cancel: CancelToken) -> int:
     try:
         from easyphoto_core.sd.checkpoint import CheckpointError
         from easyphoto_train.run import Cancelled, run_training
     except Exception as error:  # e.g. diffusers that does not import under this transformers
         return environment_failure(events, error)
     try:
-        run_training(job, events, cancel)
+        run_training(config, events, cancel)
         return ExitCode.OK
     except Cancelled as stop:
         events.emit("cancelled", step=stop.step, reason=cancel.reason,
                     checkpoint=str(stop.checkpoint.lora_path) if stop.checkpoint else None)
         return ExitCode.CANCELLED
-    except (JobError, CheckpointError, FileNotFoundError) as error:
+    except (TrainerConfigError, CheckpointError, FileNotFoundError) as error:
         events.emit("error", kind="bad_input", message=str(error), hint="")
         return ExitCode.BAD_CONFIG
     except Exception as error:  # every failure becomes an event the parent can show

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from easyphoto_core import __version__
-from easyphoto_core.training.events import EventWriter
-from easyphoto_core.training.job import TrainJob
+from easyphoto_core.trainer_process.config import TrainerConfig
+from easyphoto_core.trainer_process.events import EventWriter
 from easyphoto_core.workspace import atomic_save_with, atomic_write_json
 from easyphoto_train.checkpoints import Checkpoint, read_checkpoint_lora
 
@@ -67,55 +67,55 @@ def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank
     return fused, float(report.relative_error)
 
 
-def finish_run(job: TrainJob, checkpoints: list[Checkpoint], *,
+def finish_run(config: TrainerConfig, checkpoints: list[Checkpoint], *,
                validations: dict[int, ValidationRecord], events: EventWriter,
                seconds: float, base_model_hash: str) -> Path:
     from easyphoto_core.lora_format import FINAL_SAVE_DTYPE, build_metadata, save_lora
 
     if not checkpoints:
         raise RuntimeError("training produced no checkpoint")
-    params = job.params
+    params = config.params
     selection = select_checkpoints(checkpoints, validations, mode=params.lora_selection,
                                    top_k=params.fusion_top_k)
     tensors, selection.fusion_error = final_lora_tensors(checkpoints, selection, params.rank)
-    lora_name = f"easyphoto_{job.user_id}"
+    files = config.user_files
+    lora_name = files.lora_name
     metadata = build_metadata(
-        user_id=job.user_id, rank=params.rank, alpha=params.network_alpha,
+        user_id=config.user_id, rank=params.rank, alpha=params.network_alpha,
         base_model_hash=base_model_hash, steps=max(c.step for c in checkpoints),
         score=selection.score, output_name=lora_name,
     )
-    final = save_lora(job.output_dir / f"{lora_name}.safetensors", tensors, metadata,
+    final = save_lora(files.lora_file, tensors, metadata,
                       dtype=FINAL_SAVE_DTYPE)
-    copies = [_copy_atomically(final, directory) for directory in job.lora_copy_dirs]
+    copies = [_copy_to(final, directory / final.name) for directory in config.lora_copy_dirs]
     if selection.face_id_source:
-        _copy_atomically(Path(selection.face_id_source), job.output_dir, name="face_id.png")
-    reference = job.dataset_dir / "reference.png"  # chosen by preprocess; used by generation
+        _copy_to(Path(selection.face_id_source), files.face_id_image)
+    reference = config.dataset.reference_photo  # chosen by preprocess; used by generation
     if reference.is_file():
-        _copy_atomically(reference, job.output_dir, name="reference.png")
-    report = _report(job, selection, validations, final, copies, seconds)
-    atomic_write_json(job.output_dir / "training_report.json", report)
+        _copy_to(reference, files.reference_photo)
+    report = _report(config, selection, validations, final, copies, seconds)
+    atomic_write_json(files.training_report, report)
     events.emit("done", lora_path=str(final), lora_copies=[str(c) for c in copies],
                 selected=selection.steps, score=selection.score,
                 fusion_error=selection.fusion_error, seconds=round(seconds, 2))
     return final
 
 
-def _copy_atomically(source: Path, directory: Path, *, name: str | None = None) -> Path:
-    target = directory / (name or source.name)
+def _copy_to(source: Path, target: Path) -> Path:
     atomic_save_with(target, lambda tmp: shutil.copyfile(source, tmp))
     return target
 
 
-def _report(job: TrainJob, selection: Selection, validations: dict[int, ValidationRecord],
+def _report(config: TrainerConfig, selection: Selection, validations: dict[int, ValidationRecord],
             final: Path, copies: list[Path], seconds: float) -> dict[str, Any]:
     return {
         "version": __version__,
-        "user_id": job.user_id,
-        "base_model": str(job.base_model),
+        "user_id": config.user_id,
+        "base_model": str(config.base_model),
         "lora": str(final),
         "lora_copies": [str(c) for c in copies],
         "selected_steps": selection.steps,
-        "selection_mode": job.params.lora_selection,
+        "selection_mode": config.params.lora_selection,
         "score": selection.score,
         "fusion_error": selection.fusion_error,
         "notes": selection.notes,

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from easyphoto_core.params import TRIGGER_CAPTION
-from easyphoto_core.training.events import EventWriter
-from easyphoto_core.training.job import TrainJob
+from easyphoto_core.trainer_process.config import TrainerConfig
+from easyphoto_core.trainer_process.events import EventWriter
 from easyphoto_core.workspace import atomic_write_json
 from easyphoto_train.cancel import CancelToken
 from easyphoto_train.checkpoints import (
@@ -44,46 +44,47 @@ class RunState:
     validations: dict[int, ValidationRecord] = field(default_factory=dict)
 
 
-def run_training(job: TrainJob, events: EventWriter, cancel: CancelToken) -> Path:
+def run_training(config: TrainerConfig, events: EventWriter, cancel: CancelToken) -> Path:
     """Train; return the final LoRA path. Raises Cancelled, or the error that stopped it."""
     started = time.perf_counter()
-    device, dtype = resolve_device(job.device, job.params.mixed_precision)
-    images = load_dataset_images(job.dataset_dir, job.params.resolution)
-    models, components = load_training_models(job, device=device, dtype=dtype)
+    device, dtype = resolve_device(config.device, config.params.mixed_precision)
+    images = load_dataset_images(config.dataset_dir, config.params.resolution)
+    models, components = load_training_models(config, device=device, dtype=dtype)
     latents = encode_latents(components.vae, images, device=device, dtype=dtype)
     token_ids = components.tokenizer(
         TRIGGER_CAPTION, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
-    loop = LoRATrainingLoop(models, latents, token_ids, job.params,
-                            micro_batch=micro_batch_size(job.params, device), seed=job.params.seed)
-    state = _prepare_state(job, loop, images.shape[0])
-    validator = _validator(job, components, events, device=device, dtype=dtype)
+    loop = LoRATrainingLoop(models, latents, token_ids, config.params,
+                            micro_batch=micro_batch_size(config.params, device),
+                            seed=config.params.seed)
+    state = _prepare_state(config, loop, images.shape[0])
+    validator = _validator(config, components, events, device=device, dtype=dtype)
     stepper = make_stepper(loop, events)  # on CUDA: warm-up + graph capture, part of start-up
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
                 startup_seconds=round(time.perf_counter() - started, 2), pid=os.getpid())
-    _optimise(job, loop, state, events, cancel, validator, stepper)
-    return finish_run(job, state.checkpoints, validations=state.validations, events=events,
+    _optimise(config, loop, state, events, cancel, validator, stepper)
+    return finish_run(config, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,
-                      base_model_hash=legacy_model_hash(job.base_model))
+                      base_model_hash=legacy_model_hash(config.base_model))
 
 
-def _prepare_state(job: TrainJob, loop: LoRATrainingLoop, photo_count: int) -> RunState:
-    total = job.params.optimizer_steps(photo_count)
-    existing = list_checkpoints(job.checkpoints_dir)
-    if job.resume and existing:
+def _prepare_state(config: TrainerConfig, loop: LoRATrainingLoop, photo_count: int) -> RunState:
+    total = config.params.optimizer_steps(photo_count)
+    existing = list_checkpoints(config.checkpoints_dir)
+    if config.resume and existing:
         last = existing[-1]
         loop.models.network.load_state_dict_kohya(read_checkpoint_lora(last))
         load_optimizer_state(last, loop.optimizer, _parameter_names(loop.models))
         loop.step_count = last.step
-        validations = load_validations(job.checkpoints_dir, upto=last.step)
+        validations = load_validations(config.checkpoints_dir, upto=last.step)
         # a new seed stream for the continuation: replaying the first steps' draws adds nothing
-        loop.generator.manual_seed(job.params.seed + last.step)
+        loop.generator.manual_seed(config.params.seed + last.step)
         return RunState(total, last.step, existing, validations)
     for stale in existing:  # a fresh run must not select a previous run's checkpoints
         stale.optimizer_path.unlink(missing_ok=True)
         stale.lora_path.unlink(missing_ok=True)
-    (job.checkpoints_dir / VALIDATIONS_FILE).unlink(missing_ok=True)
+    (config.checkpoints_dir / VALIDATIONS_FILE).unlink(missing_ok=True)
     return RunState(total, 0, [])
 
 
@@ -131,24 +132,24 @@ def load_validations(directory: Path, *, upto: int) -> dict[int, ValidationRecor
     return {r.step: r for r in records if r.step <= upto}
 
 
-def _validator(job: TrainJob, components, events: EventWriter, *, device, dtype):
+def _validator(config: TrainerConfig, components, events: EventWriter, *, device, dtype):
     """The validator, or None (with a note) when validation is off or cannot run."""
-    if not job.params.validation:
+    if not config.params.validation:
         return None
-    if not (job.dataset_dir / "embeddings.npy").is_file():
+    if not config.dataset.embeddings.is_file():
         events.emit("note", message="validation skipped: the dataset has no identity "
                     "embeddings (re-run preprocess)")
         return None
     from easyphoto_train.validation import build_validator
 
-    return build_validator(components=components, dataset_dir=job.dataset_dir,
-                           count=job.params.num_validation_templates, device=device, dtype=dtype,
-                           seed=job.params.seed, weights_dir=job.weights_dir)
+    return build_validator(components=components, dataset_dir=config.dataset_dir,
+                           count=config.params.num_validation_templates, device=device, dtype=dtype,
+                           seed=config.params.seed, weights_dir=config.weights_dir)
 
 
-def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
+def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
               cancel: CancelToken, validator, stepper) -> None:
-    every = job.params.val_and_checkpointing_steps
+    every = config.params.val_and_checkpointing_steps
     timer_start, timed_steps = time.perf_counter(), 0
     while loop.step_count < state.total_steps:
         if cancel.requested:
@@ -160,20 +161,20 @@ def _optimise(job: TrainJob, loop: LoRATrainingLoop, state: RunState, events: Ev
                     loss=round(loss, 6), seconds_per_step=round(per_step, 4),
                     eta_seconds=round(per_step * (state.total_steps - loop.step_count), 1))
         if loop.step_count % every == 0 or loop.step_count == state.total_steps:
-            state.checkpoints.append(_checkpoint(job, loop, events))
+            state.checkpoints.append(_checkpoint(config, loop, events))
             if validator is not None:
-                record = validator.validate(loop.step_count, job.validation_dir)
+                record = validator.validate(loop.step_count, config.validation_dir)
                 state.validations[loop.step_count] = record
-                save_validations(job.checkpoints_dir, state.validations)  # for --resume
+                save_validations(config.checkpoints_dir, state.validations)  # for --resume
                 events.emit("validation", step=record.step, scores=record.scores,
                             mean_score=round(record.mean_score, 4), images=record.images)
 
 
-def _checkpoint(job: TrainJob, loop: LoRATrainingLoop, events: EventWriter) -> Checkpoint:
+def _checkpoint(config: TrainerConfig, loop: LoRATrainingLoop, events: EventWriter) -> Checkpoint:
     network = loop.models.network
     checkpoint = save_checkpoint(
-        job.checkpoints_dir, loop.step_count, network.state_dict_kohya(),
-        {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": job.user_id},
+        config.checkpoints_dir, loop.step_count, network.state_dict_kohya(),
+        {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": config.user_id},
         loop.optimizer, _parameter_names(loop.models),
     )
     events.emit("checkpoint", step=checkpoint.step, path=str(checkpoint.lora_path))

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from easyphoto_core.training.job import JobError, TrainJob
+from easyphoto_core.trainer_process.config import TrainerConfig, TrainerConfigError
+from easyphoto_core.workspace import DatasetFiles
 from easyphoto_train.engine import TrainingModels
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in",
@@ -24,7 +25,8 @@ def resolve_device(requested: str, precision: str) -> tuple[torch.device, torch.
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise JobError("The job asks for CUDA but torch sees no CUDA device; use --device cpu.")
+        raise TrainerConfigError("The training config asks for CUDA but torch sees no CUDA "
+                                 "device; use --device cpu.")
     if device.type != "cuda":
         return device, torch.float32
     if precision == "auto":
@@ -34,10 +36,10 @@ def resolve_device(requested: str, precision: str) -> tuple[torch.device, torch.
 
 def load_dataset_images(dataset_dir: Path, resolution: int) -> np.ndarray:
     """The preprocessed training crops as uint8 [N, res, res, 3] (metadata.jsonl lists them)."""
-    index = dataset_dir / "metadata.jsonl"
+    index = DatasetFiles(dataset_dir).index
     if not index.is_file():
-        raise JobError(f"No dataset at {dataset_dir} (metadata.jsonl missing): run preprocess "
-                       "first.")
+        raise TrainerConfigError(f"No dataset at {dataset_dir} ({index.name} missing): run "
+                                 "preprocess first.")
     images = []
     for line in index.read_text(encoding="utf-8").splitlines():
         if not line.strip():
@@ -48,25 +50,25 @@ def load_dataset_images(dataset_dir: Path, resolution: int) -> np.ndarray:
             image = image.resize((resolution, resolution), Image.LANCZOS)
         images.append(np.asarray(image, dtype=np.uint8))
     if not images:
-        raise JobError(f"The dataset at {dataset_dir} lists no images.")
+        raise TrainerConfigError(f"The dataset at {dataset_dir} lists no images.")
     return np.stack(images)
 
 
-def load_training_models(job: TrainJob, *, device: torch.device, dtype: torch.dtype
+def load_training_models(config: TrainerConfig, *, device: torch.device, dtype: torch.dtype
                          ) -> tuple[TrainingModels, Any]:
     """Base model from the single-file checkpoint, frozen, with LoRA injected; components too."""
     from easyphoto_core.lora_layers import inject_lora
     from easyphoto_core.sd.loading import load_sd15_checkpoint
 
-    components = load_sd15_checkpoint(job.base_model, device=device, dtype=dtype)
+    components = load_sd15_checkpoint(config.base_model, device=device, dtype=dtype)
     for module in (components.unet, components.text_encoder, components.vae):
         module.requires_grad_(False)
         module.eval()
-    if job.params.low_vram:
+    if config.params.low_vram:
         enable_checkpointing(components.unet)
         components.unet.train()  # older diffusers checkpoint only in train mode; no dropout here
-    network = inject_lora(components.unet, components.text_encoder, rank=job.params.rank,
-                          alpha=job.params.network_alpha, unet_targets=UNET_TARGETS,
+    network = inject_lora(components.unet, components.text_encoder, rank=config.params.rank,
+                          alpha=config.params.network_alpha, unet_targets=UNET_TARGETS,
                           te_targets=TEXT_ENCODER_TARGETS)
     network.to(device=device, dtype=torch.float32)  # trainable LoRA weights stay fp32
     alphas_cumprod = _alphas_cumprod(components.scheduler_config).to(device)

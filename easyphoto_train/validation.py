@@ -19,7 +19,7 @@ from PIL import Image
 from easyphoto_core.faces.geometry import ellipse_mask
 from easyphoto_core.params import DEFAULT_NEGATIVE_PROMPT, TRIGGER_CAPTION
 from easyphoto_core.pipeline.sampler import GraphCache, InpaintSpec, LatentInpainter
-from easyphoto_core.workspace import atomic_save_with
+from easyphoto_core.workspace import DatasetFiles, atomic_save_with
 from easyphoto_train.engine import training_graph_pool
 from easyphoto_train.output import ValidationRecord
 
@@ -39,7 +39,7 @@ class ValidationTemplate:
 def load_templates(dataset_dir: Path, count: int) -> list[ValidationTemplate]:
     """The first `count` training crops, each with an ellipse over its face box."""
     templates = []
-    lines = (dataset_dir / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = DatasetFiles(dataset_dir).index.read_text(encoding="utf-8").splitlines()
     for line in [x for x in lines if x.strip()][:count]:
         entry = json.loads(line)
         image = np.asarray(Image.open(dataset_dir / entry["file_name"]).convert("RGB"))
@@ -100,7 +100,7 @@ def build_validator(*, components: Any, dataset_dir: Path, count: int, device: t
 
     paths = WeightPaths.standalone(weights_dir) if weights_dir else None
     face_models = FaceModels.load(paths, use_mediapipe=False)
-    references = np.load(dataset_dir / "embeddings.npy")
+    references = np.load(DatasetFiles(dataset_dir).embeddings)
     return Validator(components=components, scorer=IdentityScorer(face_models, references),
                      templates=load_templates(dataset_dir, count), device=device, dtype=dtype,
                      seed=seed)

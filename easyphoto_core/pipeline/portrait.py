@@ -135,7 +135,7 @@ class PortraitPipeline:
                   notes: list[str] | None = None) -> UserAssets:
         files = self.workspace.user(user_id)
         reference = _read_rgb(files.reference_photo)
-        embeddings_file = files.dataset_dir / "embeddings.npy"
+        embeddings_file = files.dataset.embeddings
         locate = {"detector": self.face_models.detector, "landmarks": self.face_models.landmarks}
         reference_face = stages.locate_main_face(reference, what=f"{user_id}'s reference photo",
                                                  **locate)

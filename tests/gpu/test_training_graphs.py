@@ -25,13 +25,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 def _graph_loop(checkpoint, tmp_path):
     from easyphoto_core.params import TrainParams, parse_params
-    from easyphoto_core.training.job import TrainJob
+    from easyphoto_core.trainer_process.config import TrainerConfig
     from easyphoto_train.engine import CudaGraphStep, LoRATrainingLoop, encode_latents
     from easyphoto_train.setup import load_training_models
 
     torch.manual_seed(0)  # the same LoRA initialisation for every loop
     params = parse_params(TrainParams, {"resolution": 256, "rank": 8, "network_alpha": 8})
-    job = TrainJob("gpu-test", checkpoint, tmp_path, tmp_path / "out", params, device="cuda")
+    job = TrainerConfig("gpu-test", checkpoint, tmp_path, tmp_path / "out", params, device="cuda")
     models, components = load_training_models(job, device=torch.device("cuda"),
                                               dtype=torch.bfloat16)
     images = np.random.default_rng(0).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)

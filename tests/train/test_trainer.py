@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from easyphoto_core.params import TrainParams, parse_params
-from easyphoto_core.training.events import ExitCode, parse_event
-from easyphoto_core.training.job import TrainJob
+from easyphoto_core.trainer_process.config import TrainerConfig
+from easyphoto_core.trainer_process.events import ExitCode, parse_event
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"resolution": 256, "rank": 4, "network_alpha": 4, "val_and_checkpointing_steps": 2,
         "max_train_steps": 4, "validation": False, "lora_selection": "best"}
 
 
-def make_job(tmp_path, tiny_models, dataset, weights_dir=None, **params) -> TrainJob:
-    return TrainJob(
+def make_job(tmp_path, tiny_models, dataset, weights_dir=None, **params) -> TrainerConfig:
+    return TrainerConfig(
         user_id="obama", base_model=tiny_models.checkpoint, dataset_dir=dataset,
         output_dir=tmp_path / "user", params=parse_params(TrainParams, {**FAST, **params}),
         device="cpu", lora_copy_dirs=(tmp_path / "host_lora",),
@@ -29,7 +29,7 @@ def make_job(tmp_path, tiny_models, dataset, weights_dir=None, **params) -> Trai
     )
 
 
-def start_trainer(job: TrainJob, tmp_path: Path, *extra: str) -> subprocess.Popen:
+def start_trainer(job: TrainerConfig, tmp_path: Path, *extra: str) -> subprocess.Popen:
     job_file = tmp_path / "job.json"
     job.save(job_file)
     return subprocess.Popen([sys.executable, "-m", "easyphoto_train", "--config", str(job_file),
@@ -162,9 +162,9 @@ def test_bad_job_is_refused_with_exit_code_2(tmp_path):
 def test_missing_inputs_name_the_path(tiny_models, tiny_dataset, tmp_path, missing):
     job = make_job(tmp_path, tiny_models, tiny_dataset)
     if missing == "dataset":
-        job = TrainJob(**{**job.__dict__, "dataset_dir": tmp_path / "nope"})
+        job = TrainerConfig(**{**job.__dict__, "dataset_dir": tmp_path / "nope"})
     else:
-        job = TrainJob(**{**job.__dict__, "base_model": tmp_path / "nope.safetensors"})
+        job = TrainerConfig(**{**job.__dict__, "base_model": tmp_path / "nope.safetensors"})
     process = start_trainer(job, tmp_path)
     events = events_of(process)
     assert process.returncode == ExitCode.BAD_CONFIG

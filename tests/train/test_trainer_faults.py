@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from easyphoto_core.training.events import ExitCode, parse_event
+from easyphoto_core.trainer_process.events import ExitCode, parse_event
 from tests.train.conftest import write_dataset
 from tests.train.test_trainer import FAST, REPO, make_job
 
@@ -72,8 +72,8 @@ def test_a_package_that_does_not_import_is_reported_with_its_cause_and_fix(tmp_p
                                                                          faces_dir, tiny_models):
     """As on A1111 1.10.1: diffusers that needs a newer transformers than the host has (the
     trainer imports diffusers when it loads the model, after reading the dataset)."""
-    from easyphoto_core.training.job import parse_job
-    from easyphoto_core.training.runner import TrainingFailed, raise_for_outcome, run_trainer
+    from easyphoto_core.trainer_process.config import parse_config
+    from easyphoto_core.trainer_process.runner import TrainingFailed, raise_for_outcome, run_trainer
 
     fake = tmp_path / "shadow" / "diffusers"
     fake.mkdir(parents=True)
@@ -81,7 +81,7 @@ def test_a_package_that_does_not_import_is_reported_with_its_cause_and_fix(tmp_p
         "raise ImportError(\"cannot import name 'Dinov2WithRegistersConfig' from "
         "'transformers'\")\n")
     write_dataset(tmp_path / "ws" / "data", [faces_dir / "obama.jpg"], 64)
-    job = parse_job({**valid_job, "base_model": str(tiny_models.checkpoint)})
+    job = parse_config({**valid_job, "base_model": str(tiny_models.checkpoint)})
     env_before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(tmp_path / "shadow")
     try:
@@ -108,10 +108,10 @@ def test_a_package_that_does_not_import_is_reported_with_its_cause_and_fix(tmp_p
 
 PARENT = textwrap.dedent("""
     import sys
-    from easyphoto_core.training.job import load_job
-    from easyphoto_core.training.runner import run_trainer
+    from easyphoto_core.trainer_process.config import load_config
+    from easyphoto_core.trainer_process.runner import run_trainer
 
-    job = load_job(sys.argv[1])
+    job = load_config(sys.argv[1])
     def on_event(event):
         print(event["event"], event.get("step"), event.get("pid"), flush=True)
     run_trainer(job, job.output_dir / "job.json", on_event=on_event)

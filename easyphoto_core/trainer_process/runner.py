@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from easyphoto_core import PROJECT_ROOT
-from easyphoto_core.training.events import ExitCode, parse_event
-from easyphoto_core.training.job import TrainJob
+from easyphoto_core.trainer_process.config import TrainerConfig
+from easyphoto_core.trainer_process.events import ExitCode, parse_event
 
 EventCallback = Callable[[dict[str, Any]], None]
 LOG_TAIL_BYTES = 4000
@@ -60,7 +60,7 @@ def trainer_command(job_file: Path, *, resume: bool = False, python: str | None 
                                                           else [])
 
 
-def run_trainer(job: TrainJob, job_file: Path, *, on_event: EventCallback | None = None,
+def run_trainer(job: TrainerConfig, job_file: Path, *, on_event: EventCallback | None = None,
                 python: str | None = None, log_file: Path | None = None) -> TrainingOutcome:
     """Write the job file, run the trainer to its end, report each event; never raises on a
     trainer failure (the outcome carries the exit code, the error event and the log's path)."""

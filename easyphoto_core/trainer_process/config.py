@@ -1,9 +1,9 @@
 """The training job file (`python -m easyphoto_train --config JOB.json`), written by the core.
 
-`parse_job` is the one schema of that file: unknown fields, wrong types, a device that is not
+`parse_config` is the one schema of that file: unknown fields, wrong types, a device that is not
 auto/cpu/mps/cuda[:N], Lora folders that are not absolute folder paths, or (with
-"workspace") an output, dataset or cancel path outside the workspace are each a JobError naming
-the field; the trainer answers them with exit code 2 and a `bad_config` event.
+"workspace") an output, dataset or cancel path outside the workspace are each a
+TrainerConfigError naming the field; the trainer answers them with exit code 2 and a `bad_config` event.
 """
 
 from __future__ import annotations
@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from easyphoto_core.params import TrainParams, params_to_dict, parse_params
-from easyphoto_core.workspace import UserFiles, atomic_write_json, validate_user_id
+from easyphoto_core.workspace import (
+    DatasetFiles,
+    UserFiles,
+    atomic_write_json,
+    validate_user_id,
+)
 
 
-class JobError(ValueError):
+class TrainerConfigError(ValueError):
     """The job file is unusable; the message names the file and the field."""
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class TrainerConfig:
     user_id: str
     base_model: Path  # single-file SD1.5 checkpoint (the one the host has loaded)
     dataset_dir: Path  # written by easyphoto_core.preprocess
@@ -39,12 +44,21 @@ class TrainJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def user_files(self) -> UserFiles:
+        """What the run writes: the user's layout rooted at `output_dir` (a staging folder)."""
+        return UserFiles(self.user_id, self.output_dir)
+
+    @property
+    def dataset(self) -> DatasetFiles:
+        return DatasetFiles(self.dataset_dir)
+
+    @property
     def checkpoints_dir(self) -> Path:
-        return self.output_dir / "checkpoints"
+        return self.user_files.checkpoints_dir
 
     @property
     def validation_dir(self) -> Path:
-        return self.output_dir / "validation"
+        return self.user_files.validation_dir
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,38 +82,39 @@ class TrainJob:
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
-JOB_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir", "params", "device",
+CONFIG_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir", "params", "device",
               "lora_copy_dirs", "cancel_file", "resume", "weights_dir", "workspace",
               "not_before", "extra")
 
 
-def load_job(path: Path) -> TrainJob:
+def load_config(path: Path) -> TrainerConfig:
     """Read and check a job file against one schema (types, ranges, where paths may point);
-    every problem is a JobError naming the file and the field."""
+    every problem is a TrainerConfigError naming the file and the field."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise JobError(f"Cannot read training job {path}: {error}") from None
+        raise TrainerConfigError(f"Cannot read the training config {path}: {error}") from None
     try:
-        return parse_job(raw)
-    except JobError as error:
-        raise JobError(f"Training job {path}: {error}") from None
+        return parse_config(raw)
+    except TrainerConfigError as error:
+        raise TrainerConfigError(f"Training config {path}: {error}") from None
 
 
-def parse_job(raw: Any) -> TrainJob:
+def parse_config(raw: Any) -> TrainerConfig:
     if not isinstance(raw, dict):
-        raise JobError("must be a JSON object.")
-    unknown = sorted(set(raw) - set(JOB_FIELDS))
+        raise TrainerConfigError("must be a JSON object.")
+    unknown = sorted(set(raw) - set(CONFIG_FIELDS))
     if unknown:
-        raise JobError(f"unknown field {unknown[0]!r} (the fields are {', '.join(JOB_FIELDS)}).")
+        raise TrainerConfigError(f"unknown field {unknown[0]!r} (the fields are "
+                                 f"{', '.join(CONFIG_FIELDS)}).")
     missing = [key for key in ("user_id", "base_model", "dataset_dir", "output_dir")
                if raw.get(key) is None]
     if missing:
-        raise JobError(f"field {missing[0]!r} is missing.")
+        raise TrainerConfigError(f"field {missing[0]!r} is missing.")
     try:
         user_id = validate_user_id(raw["user_id"])
     except ValueError as error:
-        raise JobError(f"field 'user_id': {error}") from None
+        raise TrainerConfigError(f"field 'user_id': {error}") from None
     workspace = _dir_field(raw, "workspace", must_exist=True)
     output_dir = _path_field(raw, "output_dir", absolute=True)
     dataset_dir = _dir_field(raw, "dataset_dir", must_exist=True)
@@ -109,8 +124,8 @@ def parse_job(raw: Any) -> TrainJob:
     _inside("cancel_file", cancel_file, workspace, "workspace")
     base_model = _path_field(raw, "base_model")
     if not base_model.is_file():
-        raise JobError(f"field 'base_model': {base_model} is not a file.")
-    return TrainJob(
+        raise TrainerConfigError(f"field 'base_model': {base_model} is not a file.")
+    return TrainerConfig(
         user_id=user_id, base_model=base_model, dataset_dir=dataset_dir, output_dir=output_dir,
         params=_params_field(raw.get("params")), device=_device_field(raw.get("device", "auto")),
         lora_copy_dirs=_lora_dirs_field(raw.get("lora_copy_dirs", [])), cancel_file=cancel_file,
@@ -126,7 +141,7 @@ def _typed(raw: dict[str, Any], name: str, kind: type, default: Any, words: str)
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise JobError(f"field {name!r} must be {words}, got {_shown(value)}.")
+        raise TrainerConfigError(f"field {name!r} must be {words}, got {_shown(value)}.")
     return value
 
 
@@ -141,17 +156,17 @@ def _path_field(raw: dict[str, Any], name: str, *, absolute: bool = False) -> Pa
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise JobError(f"field {name!r} must be a path (text), got {_shown(value)}.")
+        raise TrainerConfigError(f"field {name!r} must be a path (text), got {_shown(value)}.")
     path = Path(value).expanduser()
     if absolute and not path.is_absolute():
-        raise JobError(f"field {name!r} must be an absolute path, got {value!r}.")
+        raise TrainerConfigError(f"field {name!r} must be an absolute path, got {value!r}.")
     return path.resolve()
 
 
 def _dir_field(raw: dict[str, Any], name: str, *, must_exist: bool) -> Path | None:
     path = _path_field(raw, name)
     if path is not None and must_exist and not path.is_dir():
-        raise JobError(f"field {name!r}: {path} is not a folder.")
+        raise TrainerConfigError(f"field {name!r}: {path} is not a folder.")
     return path
 
 
@@ -159,36 +174,37 @@ def _inside(name: str, path: Path | None, root: Path | None, root_name: str) -> 
     if path is None or root is None:
         return
     if path != root and root not in path.parents:
-        raise JobError(f"field {name!r}: {path} is outside the {root_name} ({root}).")
+        raise TrainerConfigError(f"field {name!r}: {path} is outside the {root_name} ({root}).")
 
 
 def _params_field(value: Any) -> TrainParams:
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise JobError(f"field 'params' must be an object, got {_shown(value)}.")
+        raise TrainerConfigError(f"field 'params' must be an object, got {_shown(value)}.")
     try:
         return parse_params(TrainParams, value)
     except ValueError as error:
-        raise JobError(f"field 'params': {error}") from None
+        raise TrainerConfigError(f"field 'params': {error}") from None
 
 
 def _device_field(value: Any) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
-        raise JobError(f"field 'device' must be auto, cpu, mps, cuda or cuda:N, got "
+        raise TrainerConfigError(f"field 'device' must be auto, cpu, mps, cuda or cuda:N, got "
                        f"{_shown(value)}.")
     return value
 
 
 def _lora_dirs_field(value: Any) -> tuple[Path, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise JobError(f"field 'lora_copy_dirs' must be a list of folders, got {_shown(value)}.")
+        raise TrainerConfigError(f"field 'lora_copy_dirs' must be a list of folders, got "
+                                 f"{_shown(value)}.")
     folders = []
     for item in value:
         path = Path(item).expanduser()
         if not path.is_absolute() or (path.exists() and not path.is_dir()):
-            raise JobError(f"field 'lora_copy_dirs': {item!r} must be a folder given by an "
-                           "absolute path.")
+            raise TrainerConfigError(f"field 'lora_copy_dirs': {item!r} must be a folder given "
+                                     "by an absolute path.")
         folders.append(path.resolve())
     return tuple(folders)
 
@@ -198,16 +214,16 @@ def _number_field(raw: dict[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise JobError(f"field {name!r} must be a number, got {_shown(value)}.")
+        raise TrainerConfigError(f"field {name!r} must be a number, got {_shown(value)}.")
     return float(value)
 
 
-def job_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",
+def config_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",
                  lora_copy_dirs: tuple[Path, ...] = (), resume: bool = False,
                  weights_dir: Path | None = None, workspace: Path | None = None,
-                 not_before: float | None = None) -> TrainJob:
+                 not_before: float | None = None) -> TrainerConfig:
     """The job that trains `user` from their preprocessed dataset (preprocess runs first)."""
-    return TrainJob(
+    return TrainerConfig(
         user_id=user.user_id, base_model=Path(base_model), dataset_dir=user.dataset_dir,
         output_dir=user.root, params=params, device=device, lora_copy_dirs=lora_copy_dirs,
         cancel_file=user.jobs_dir / "train.cancel", resume=resume, weights_dir=weights_dir,
