@@ -3,6 +3,10 @@
 `step-000100.safetensors` holds the kohya LoRA (loadable as is); `step-000100.optim.safetensors`
 holds AdamW's moments, so `--resume` continues where the last good checkpoint stopped. No pickle:
 both are safetensors, the step and learning rates in the metadata.
+
+What is kept (at rank 128 a checkpoint LoRA is ~300 MB and its AdamW moments ~600 MB; eight of
+each were ~7 GB per user): only the newest checkpoint keeps its optimizer state (resume needs no
+other), and after selection only the selected checkpoints' LoRAs stay, without optimizer state.
 """
 
 from __future__ import annotations
@@ -37,13 +41,29 @@ def checkpoint_path(directory: Path, step: int) -> Path:
 
 
 def list_checkpoints(directory: Path) -> list[Checkpoint]:
-    """Complete checkpoints (LoRA and optimizer files both present), oldest first."""
+    """Complete checkpoints (a LoRA file: it is written last, atomically), oldest first."""
     found = []
     for path in sorted(directory.glob("step-*.safetensors")):
         match = CHECKPOINT_PATTERN.fullmatch(path.name)
-        if match and Checkpoint(int(match.group(1)), path).optimizer_path.is_file():
+        if match:
             found.append(Checkpoint(int(match.group(1)), path))
     return found
+
+
+def drop_older_optimizer_states(directory: Path, newest: Checkpoint) -> None:
+    """Only the newest checkpoint's optimizer state is kept: resume starts from it."""
+    for checkpoint in list_checkpoints(directory):
+        if checkpoint.step != newest.step:
+            checkpoint.optimizer_path.unlink(missing_ok=True)
+
+
+def keep_selected(checkpoints: list[Checkpoint], steps: list[int]) -> None:
+    """After selection: the selected checkpoints' LoRAs stay (what the final LoRA came from),
+    everything else, optimizer states included, goes."""
+    for checkpoint in checkpoints:
+        checkpoint.optimizer_path.unlink(missing_ok=True)
+        if checkpoint.step not in steps:
+            checkpoint.lora_path.unlink(missing_ok=True)
 
 
 def save_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Tensor],

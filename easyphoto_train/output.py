@@ -11,7 +11,7 @@ from easyphoto_core import __version__
 from easyphoto_core.trainer_process.config import TrainerConfig
 from easyphoto_core.trainer_process.events import EventWriter
 from easyphoto_core.workspace import atomic_save_with, atomic_write_json
-from easyphoto_train.checkpoints import Checkpoint, read_checkpoint_lora
+from easyphoto_train.checkpoints import Checkpoint, keep_selected, read_checkpoint_lora
 
 
 @dataclass
@@ -95,6 +95,7 @@ def finish_run(config: TrainerConfig, checkpoints: list[Checkpoint], *,
         _copy_to(reference, files.reference_photo)
     report = _report(config, selection, validations, final, copies, seconds)
     atomic_write_json(files.training_report, report)
+    keep_selected(checkpoints, selection.steps)  # the final LoRA holds what the rest had
     events.emit("done", lora_path=str(final), lora_copies=[str(c) for c in copies],
                 selected=selection.steps, score=selection.score,
                 fusion_error=selection.fusion_error, seconds=round(seconds, 2))

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from easyphoto_core.params import TRIGGER_CAPTION
-from easyphoto_core.trainer_process.config import TrainerConfig
+from easyphoto_core.trainer_process.config import TrainerConfig, TrainerConfigError
 from easyphoto_core.trainer_process.events import EventWriter
 from easyphoto_core.workspace import atomic_write_json
 from easyphoto_train.cancel import CancelToken
 from easyphoto_train.checkpoints import (
     Checkpoint,
+    drop_older_optimizer_states,
     list_checkpoints,
     load_optimizer_state,
     read_checkpoint_lora,
@@ -74,6 +75,10 @@ def _prepare_state(config: TrainerConfig, loop: LoRATrainingLoop, photo_count: i
     existing = list_checkpoints(config.checkpoints_dir)
     if config.resume and existing:
         last = existing[-1]
+        if not last.optimizer_path.is_file():
+            raise TrainerConfigError(
+                f"Cannot resume: the checkpoint of step {last.step} has no optimizer state "
+                "(the run it belongs to had finished); start a new training.")
         loop.models.network.load_state_dict_kohya(read_checkpoint_lora(last))
         load_optimizer_state(last, loop.optimizer, _parameter_names(loop.models))
         loop.step_count = last.step
@@ -177,6 +182,7 @@ def _checkpoint(config: TrainerConfig, loop: LoRATrainingLoop, events: EventWrit
         {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": config.user_id},
         loop.optimizer, _parameter_names(loop.models),
     )
+    drop_older_optimizer_states(config.checkpoints_dir, checkpoint)
     events.emit("checkpoint", step=checkpoint.step, path=str(checkpoint.lora_path))
     return checkpoint
 

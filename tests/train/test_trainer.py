@@ -102,6 +102,9 @@ def test_subprocess_trains_and_writes_a_kohya_lora(tiny_models, tiny_dataset, tm
     assert metadata["ss_network_dim"] == "4" and metadata["easyphoto_user_id"] == "obama"
     report = json.loads((job.output_dir / "training_report.json").read_text())
     assert report["selected_steps"] == [4]
+    # after selection: the selected checkpoint's LoRA only, no optimizer state (~2x its size)
+    assert sorted(p.name for p in job.checkpoints_dir.glob("step-*")) == [
+        "step-000004.safetensors"]
 
 
 def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tiny_models, tiny_dataset,
@@ -127,6 +130,7 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_finishes(tiny_models, tiny_
     assert resumed.returncode == ExitCode.OK, resumed.stderr.read()
     assert events[0]["start_step"] == 2
     assert [e["step"] for e in events if e["event"] == "step"] == [3, 4, 5, 6]
+    assert not list(job.checkpoints_dir.glob("*.optim.safetensors"))  # a finished run: none
 
 
 def test_sigterm_stops_within_a_step(tiny_models, tiny_dataset, tmp_path):

@@ -142,6 +142,7 @@ def test_the_trainer_stops_when_its_parent_is_killed(tiny_models, tiny_dataset, 
     assert not _alive(trainer_pid), f"the trainer outlived its killed parent: {log[-2000:]}"
     assert "stopping at the next step" in log, log[-2000:]  # the log says why it stopped
     assert (job.checkpoints_dir / "step-000002.safetensors").is_file()  # the checkpoint is kept
+    assert (job.checkpoints_dir / "step-000002.optim.safetensors").is_file()  # resume needs it
     assert not (job.output_dir / "easyphoto_obama.safetensors").exists()
 
 
