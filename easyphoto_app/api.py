@@ -13,14 +13,15 @@ from fastapi.responses import FileResponse
 from easyphoto_app.auth import basic_auth_dependency
 from easyphoto_app.localized import LocalizedRoute
 from easyphoto_core.context import StudioContext
+from easyphoto_core.images import DecodeLimits, decode_image
 from easyphoto_core.jobs import JobNotFound, JobStateError, QueueFull, StoreUnavailable
+from easyphoto_core.params import GenerateParams, TrainParams, parse_params
+from easyphoto_core.studio import attach, jobs_overview, start_generation, start_training
 
 API_PREFIX = "/easyphoto/v1"
 
 
 def _params(model: type, text: str) -> Any:
-    from easyphoto_core.params import parse_params
-
     try:
         data = json.loads(text or "{}")
     except json.JSONDecodeError as error:
@@ -60,15 +61,11 @@ def _job_errors() -> Iterator[None]:
 
 
 def add_job_routes(router: APIRouter, context: StudioContext) -> None:
-    from easyphoto_core.params import GenerateParams, TrainParams
-
     # plain `def` routes: copying uploads and reading files block, so FastAPI runs them in its
     # thread pool, not on the event loop (inside A1111 the WebUI's own)
     @router.post("/train", summary="Train a user id from photos (a queued job)")
     def train(user_id: str = Form(...), params: str = Form("{}"),
                     photos: list[UploadFile] = File(...)) -> dict[str, Any]:
-        from easyphoto_core.studio import start_training
-
         with _job_errors():
             # the uploads are spooled to disk by the server; the job copies them in chunks
             uploads = [(p.filename or f"photo{i}", p.file) for i, p in enumerate(photos)]
@@ -79,9 +76,6 @@ def add_job_routes(router: APIRouter, context: StudioContext) -> None:
     def generate(user_ids: str = Form(..., description="comma-separated, left to right"),
                        params: str = Form("{}"), template: UploadFile = File(...)
                        ) -> dict[str, Any]:
-        from easyphoto_core.images import DecodeLimits, decode_image
-        from easyphoto_core.studio import start_generation
-
         with _job_errors():
             data = template.file.read(DecodeLimits().max_bytes + 1)
             if len(data) > DecodeLimits().max_bytes:
@@ -95,8 +89,6 @@ def add_job_routes(router: APIRouter, context: StudioContext) -> None:
 
     @router.get("/jobs", summary="Recent and running jobs, newest first")
     def jobs(limit: int = 50, active: bool = False) -> dict[str, Any]:
-        from easyphoto_core.studio import jobs_overview
-
         with _job_errors():
             return {"jobs": jobs_overview(context, limit=limit, active=active)}
 
@@ -113,8 +105,6 @@ def add_job_routes(router: APIRouter, context: StudioContext) -> None:
                  summary="Queue an interrupted, cancelled or failed job again (a training "
                          "continues from its last checkpoint)")
     def resume(job_id: str) -> dict[str, Any]:
-        from easyphoto_core.studio import attach
-
         with _job_errors():
             attach(context)
             return context.jobs.resume(job_id).to_dict()
@@ -154,8 +144,7 @@ def build_router(context: StudioContext, *, credentials: dict[str, str]) -> APIR
 def register_routes(app: FastAPI, context: StudioContext, *, credentials: dict[str, str]) -> None:
     """Our routes on `app`; also starts the job queue's worker, so jobs queued before a restart
     run (in a host: as soon as it has started)."""
-    from easyphoto_app.compat_routes import register_compat_routes
-    from easyphoto_core.studio import attach
+    from easyphoto_app.compat_routes import register_compat_routes  # it builds on this module
 
     app.include_router(build_router(context, credentials=credentials))
     register_compat_routes(app, context, credentials=credentials)  # sd-webui-EasyPhoto's routes

@@ -24,6 +24,9 @@ from easyphoto_app.auth import basic_auth_dependency
 from easyphoto_app.localized import LocalizedRoute, header_language, request_language
 from easyphoto_core.context import StudioContext
 from easyphoto_core.i18n import gettext, translate_message
+from easyphoto_core.images import DecodeLimits, decode_image
+from easyphoto_core.params import DEFAULT_POSITIVE_PROMPT, GenerateParams, TrainParams, parse_params
+from easyphoto_core.studio import start_generation, start_training
 
 PREFIX = "/easyphoto"
 TRAIN_DONE = "The training has been completed."
@@ -80,8 +83,6 @@ def translate_fields(datas: dict[str, Any], names: dict[str, str | None]) -> dic
 
 def decode_base64_image(text: Any, what: str) -> bytes:
     """The bytes of a base64 image (a `data:image/...;base64,` prefix allowed), size-checked."""
-    from easyphoto_core.images import DecodeLimits
-
     if not isinstance(text, str) or not text:
         raise CompatError(f"{what} must be a base64-encoded image.")
     if text.startswith("data:"):
@@ -145,9 +146,6 @@ def build_compat_router(context: StudioContext, *, credentials: dict[str, str]) 
 
 def _train(context: StudioContext, datas: dict[str, Any]) -> Any:
     """Queue the training and wait for it (in a worker thread): the final job record."""
-    from easyphoto_core.params import TrainParams, parse_params
-    from easyphoto_core.studio import start_training
-
     with _job_errors():
         params = parse_params(TrainParams, translate_fields(datas, TRAIN_FIELDS))
         images = datas.get("instance_images") or []
@@ -167,8 +165,6 @@ def _infer(context: StudioContext, datas: dict[str, Any]) -> list[str]:
 
 
 def _infer_inputs(datas: dict[str, Any]) -> tuple[Any, list[str], list[bytes]]:
-    from easyphoto_core.params import DEFAULT_POSITIVE_PROMPT, GenerateParams, parse_params
-
     values = translate_fields(datas, INFER_FIELDS)
     extra = datas.get("additional_prompt") or ""
     if extra:
@@ -191,9 +187,6 @@ def _infer_inputs(datas: dict[str, Any]) -> tuple[Any, list[str], list[bytes]]:
 
 
 def _paint(context: StudioContext, data: bytes, user_ids: list[str], params: Any) -> str:
-    from easyphoto_core.images import decode_image
-    from easyphoto_core.studio import start_generation
-
     record = start_generation(context, decode_image(data).rgb, user_ids, params)
     record = context.jobs.wait(record.id)  # EasyPhoto answers when done
     if record.state != "done":

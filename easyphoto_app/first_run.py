@@ -17,7 +17,9 @@ from typing import Any
 import gradio as gr
 
 from easyphoto_app import compat
+from easyphoto_core import weights
 from easyphoto_core.i18n import gettext, translate_message
+from easyphoto_core.workspace import atomic_save_with
 
 POLL_SECONDS = 0.5
 
@@ -58,8 +60,6 @@ class Downloads:
 
 
 def _paths(context: Any, name: str) -> Any:
-    from easyphoto_core import weights
-
     paths = weights.WeightPaths.standalone(context.settings.weights_dir)
     if name.startswith("control_") and context.settings.controlnet_dirs:
         paths = dataclasses.replace(paths, controlnet=Path(context.settings.controlnet_dirs[0]))
@@ -77,8 +77,6 @@ def _use(context: Any, name: str, path: Path) -> None:
 
 def download_handler(context: Any, downloads: Downloads) -> Callable[[str], Iterator[tuple]]:
     """Handler: registry name -> (progress line, banner update) while it downloads."""
-    from easyphoto_core import weights
-
     def handler(name: str) -> Iterator[tuple[Any, Any]]:
         if not name:
             yield gettext("Choose what to download."), gr.update()
@@ -129,9 +127,6 @@ def _progress_line(name: str, state: dict[str, Any]) -> str:
 
 def use_existing_handler(context: Any) -> Callable[[str, str], tuple[Any, Any]]:
     """Handler: (registry name, path of a file already on this machine) -> (status, banner)."""
-    from easyphoto_core import weights
-    from easyphoto_core.workspace import atomic_save_with
-
     def handler(name: str, text: str) -> tuple[Any, Any]:
         path = Path((text or "").strip()).expanduser()
         if not name or not text or not path.is_file():

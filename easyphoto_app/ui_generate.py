@@ -16,9 +16,13 @@ from PIL import Image, ImageOps
 
 from easyphoto_app import compat, paste, templates, views
 from easyphoto_app.labels import text
+from easyphoto_app.ui_jobs import newest_job
 from easyphoto_app.widgets import ENDED, POLL_SECONDS, Changes, params_widgets
 from easyphoto_core.context import StudioContext
 from easyphoto_core.params import GenerateParams, field_specs, parse_params
+from easyphoto_core.pipeline.portrait import MIN_RELATIVE_FACE_SIZE
+from easyphoto_core.pipeline.stages import locate_faces
+from easyphoto_core.studio import face_models, start_generation
 
 GENERATE_MAIN_FIELDS = ("seed", "lora_weight", "first_denoising_strength")
 MAX_FACES = 5  # the pipeline paints at most this many user ids into one template
@@ -104,10 +108,6 @@ def read_template(path: Path | str) -> np.ndarray:
 
 
 def count_faces(context: StudioContext, image: np.ndarray) -> int:
-    from easyphoto_core.pipeline.portrait import MIN_RELATIVE_FACE_SIZE
-    from easyphoto_core.pipeline.stages import locate_faces
-    from easyphoto_core.studio import face_models
-
     detector = face_models(context).detector
     return len(locate_faces(image, detector=detector, min_relative_size=MIN_RELATIVE_FACE_SIZE))
 
@@ -201,8 +201,6 @@ def chosen_user_ids(values: tuple[str, ...] | list[str], visible: int = MAX_FACE
 
 
 def generate_handler(context: StudioContext, names: list[str]):
-    from easyphoto_core.studio import start_generation
-
     def handler(template: str | None, batch: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
         user_values, param_values = values[:MAX_FACES], values[MAX_FACES:]
         sources = [Path(template)] if template else []
@@ -266,8 +264,6 @@ def interrupt_handler(context: StudioContext):
 
 
 def attach_handler(context: StudioContext):
-    from easyphoto_app.ui_jobs import newest_job
-
     def handler() -> Iterator[tuple[Any, ...]]:
         record = newest_job(context, "generate")
         if record is None:  # a generator must yield once, or gradio empties every output

@@ -14,9 +14,11 @@ import gradio as gr
 
 from easyphoto_app import compat, views
 from easyphoto_app.labels import text
+from easyphoto_app.ui_jobs import newest_job
 from easyphoto_app.widgets import ENDED, Changes, follow, params_widgets
 from easyphoto_core.context import StudioContext
 from easyphoto_core.params import TrainParams, field_specs, parse_params
+from easyphoto_core.studio import start_training
 from easyphoto_core.workspace import USER_ID_PATTERN, atomic_save_with
 
 TRAIN_MAIN_FIELDS = ("max_train_steps", "steps_per_photos", "rank", "network_alpha", "resolution")
@@ -145,8 +147,6 @@ def render(context: StudioContext, changes: Changes, record: Any,
 
 
 def start_handler(context: StudioContext, names: list[str]):
-    from easyphoto_core.studio import start_training
-
     def handler(user_id: str, files: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
         paths = compat.file_paths(files)
         try:
@@ -188,8 +188,6 @@ def cancel_handler(context: StudioContext):
 
 def attach_handler(context: StudioContext):
     """On page load (a reload, a second tab): follow the newest training job, if any."""
-    from easyphoto_app.ui_jobs import newest_job
-
     def handler() -> Iterator[tuple[Any, ...]]:
         record = newest_job(context, "train")
         if record is None:  # a generator must yield once, or gradio empties every output

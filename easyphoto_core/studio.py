@@ -24,13 +24,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from easyphoto_core import infotext
 from easyphoto_core.context import StudioContext
-from easyphoto_core.jobs import JobCancelled, JobHandle, JobRecord
-from easyphoto_core.params import GenerateParams, TrainParams, params_to_dict, parse_params
+from easyphoto_core.images import DecodeLimits
+from easyphoto_core.jobs import JobCancelled, JobHandle, JobRecord, job_summary
+from easyphoto_core.params import (
+    GenerateParams,
+    TrainParams,
+    field_specs,
+    params_to_dict,
+    parse_params,
+)
+from easyphoto_core.pipeline.portrait import PortraitPipeline
+from easyphoto_core.preprocess import InputPhoto, PreprocessError, preprocess_photos
+from easyphoto_core.trainer_process.config import config_for_user
+from easyphoto_core.trainer_process.progress import GenerationProgress, TrainingProgress
+from easyphoto_core.trainer_process.runner import raise_for_outcome, run_trainer
 from easyphoto_core.workspace import (
     UserFiles,
+    UserIdError,
     Workspace,
     atomic_save_with,
+    atomic_write_bytes,
     commit_training,
     discard_staging,
     recover_commits,
@@ -96,8 +111,6 @@ def attach(context: StudioContext) -> None:
 def jobs_overview(context: StudioContext, *, limit: int = 50, active: bool = False
                   ) -> list[dict[str, Any]]:
     """Recent and running jobs, newest first, in the short form (jobs.job_summary)."""
-    from easyphoto_core.jobs import job_summary
-
     return [job_summary(record) for record in context.jobs.list(limit=limit, active=active)]
 
 
@@ -108,8 +121,6 @@ def start_training(context: StudioContext, user_id: str, photos: list[Any],
                    params: TrainParams) -> JobRecord:
     """Queue preprocess + training of `user_id` from `photos`: paths, InputPhoto, or
     (name, binary file) pairs; they are copied into the job's folder before this returns."""
-    from easyphoto_core.images import DecodeLimits
-
     attach(context)
     user = context.workspace.user(user_id)
     _base_model(context)
@@ -130,8 +141,6 @@ def start_training(context: StudioContext, user_id: str, photos: list[Any],
 
 
 def _photo_source(photo: Any, index: int) -> tuple[str, Any]:
-    from easyphoto_core.preprocess import InputPhoto
-
     if isinstance(photo, InputPhoto):
         return _safe_name(photo.name, index), photo.data
     if isinstance(photo, tuple):
@@ -151,8 +160,6 @@ def _refuse_case_twin(context: StudioContext, user_id: str) -> None:
     for record in context.jobs.list(limit=1000, active=True):
         other = record.user_ids[0] if record.kind == "train" and record.user_ids else None
         if other and other != user_id and other.lower() == user_id.lower():
-            from easyphoto_core.workspace import UserIdError
-
             raise UserIdError(f"User id {user_id!r} differs only by case from {other!r}, whose "
                               f"training is {record.state} (job {record.id}): on Windows and "
                               "macOS they would be one folder. Use the same spelling, or pick "
@@ -162,8 +169,6 @@ def _refuse_case_twin(context: StudioContext, user_id: str) -> None:
 def stored_params(model: type, data: dict[str, Any]) -> Any:
     """The params a job was queued with, read by this version: a field an upgrade removed
     (between a crash and the restart) is dropped instead of failing the job."""
-    from easyphoto_core.params import field_specs
-
     known = field_specs(model)
     return parse_params(model, {key: value for key, value in data.items() if key in known})
 
@@ -202,11 +207,6 @@ def train_user(workspace: Workspace, user: UserFiles, photos: list[Any], params:
     Raises JobCancelled, or the error that stopped the run; the user's current files are
     untouched unless it returns.
     """
-    from easyphoto_core.preprocess import PreprocessError, preprocess_photos
-    from easyphoto_core.trainer_process.config import config_for_user
-    from easyphoto_core.trainer_process.progress import TrainingProgress
-    from easyphoto_core.trainer_process.runner import raise_for_outcome, run_trainer
-
     stage = user.staging(job_id)
     resume = resume and _has_checkpoints(stage)
     progress = TrainingProgress(handle, validation=params.validation,
@@ -270,8 +270,6 @@ def _has_checkpoints(stage: UserFiles) -> bool:
 
 def _retarget_report(stage: UserFiles, user: UserFiles) -> None:
     """The report names files by where they will be after the swap."""
-    from easyphoto_core.workspace import atomic_write_bytes
-
     path = stage.training_report
     if path.is_file():
         text = path.read_text(encoding="utf-8").replace(str(stage.root), str(user.root))
@@ -313,9 +311,6 @@ def start_generation(context: StudioContext, template: np.ndarray, user_ids: lis
 def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]:
     from PIL import Image
 
-    from easyphoto_core import infotext
-    from easyphoto_core.trainer_process.progress import GenerationProgress
-
     inputs = handle.record.inputs
     params = stored_params(GenerateParams, inputs["params"])
     with Image.open(handle.input_dir / "template.png") as opened:
@@ -340,8 +335,6 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
 def portrait_pipeline(context: StudioContext) -> Any:
     """The portrait pipeline on the host's backend, or on diffusers with models cached by the
     context."""
-    from easyphoto_core.pipeline.portrait import PortraitPipeline
-
     if context.settings.generation_backend is not None:
         backend = context.settings.generation_backend()
     else:

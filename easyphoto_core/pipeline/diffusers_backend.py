@@ -172,8 +172,7 @@ class DiffusersBackend:
             self._merged = (lora, self._apply_lora(components, lora))
 
     def _apply_lora(self, components: Any, lora: LoraRef) -> Any:
-        self.check_lora(lora)
-        try:
+        try:  # the pipeline's check_inputs read the file's header at the job's start
             return merge_lora_in_place(components.unet, components.text_encoder,
                                        self.cache.lora(lora.path).modules, lora.weight)
         except (ValueError, RuntimeError) as error:
