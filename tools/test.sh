@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite in fresh virtual environments built from this project's own files.
-#   bash tools/test.sh          both: newest packages, then the real AUTOMATIC1111 host
+#   bash tools/test.sh          both suites, side by side (each prints to its log, shown after)
 #   bash tools/test.sh newest   only the newest compatible packages (the standalone app's stack)
 #   bash tools/test.sh a1111    only the real A1111 1.10.1 + sd-webui-controlnet package set,
 #                               with our install.py run over it the way the WebUI runs it
@@ -30,11 +30,13 @@ run_tests() {
     local name="$1" venv="$2"
     echo "=== $name: ruff + pytest"
     "$venv/bin/ruff" check .
-    # the slowest tests, printed: CI must stay under 20 min for both suites
-    "$venv/bin/python" -m pytest -q -rf --durations=25 "${PYTEST_ARGS[@]}"
+    # Each suite has its own temp folder and screenshots (the two may run side by side). The
+    # slowest tests are printed: CI must stay under 20 min for both suites.
+    EASYPHOTO_SCREENSHOTS="$PWD/tests/artifacts/$name" "$venv/bin/python" -m pytest -q -rf \
+        --durations=25 --basetemp="$PWD/.pytest-tmp-$name" "${PYTEST_ARGS[@]}"
 }
 
-suite_newest() {
+build_newest() {
     local venv=.venv-test-newest
     echo "=== newest: creating $venv"
     rm -rf "$venv"
@@ -44,12 +46,16 @@ suite_newest() {
         torch==2.13.0 -e ".[test,app]"
     install_face_stack "$venv"
     print_versions "$venv"
-    run_tests newest "$venv"
+}
+
+suite_newest() {
+    build_newest
+    run_tests newest .venv-test-newest
 }
 
 # The real host: A1111 1.10.1's pip freeze, then our install.py through a stand-in `launch`
 # whose run_pip calls pip exactly as A1111's does; pip freeze may only gain lines.
-suite_a1111() {
+build_a1111() {
     local venv=.venv-test-a1111 logs=.venv-test-a1111-logs
     echo "=== a1111: creating $venv from $HOST_FREEZE"
     rm -rf "$venv" "$logs" && mkdir -p "$logs"
@@ -91,15 +97,36 @@ print(install.held_constraints(install.installed_distributions()), end='')" > "$
     quiet_pip "$venv/bin/python" -m pip install -q -c "$logs/held.txt" \
         "pytest>=7" "hypothesis>=6" "ruff>=0.5" "peft<=0.13.2" playwright
     print_versions "$venv"
-    run_tests a1111 "$venv"
+}
+
+suite_a1111() {
+    build_a1111
+    run_tests a1111 .venv-test-a1111
+}
+
+# Both suites at once: on 2 cores a suite alone keeps ~1.3 of them busy (much of it is
+# single-threaded imports in trainer and server subprocesses), so side by side they finish
+# well before one after the other would. Each writes its log; both are printed in order.
+both_suites() {
+    mkdir -p .test-logs
+    suite_newest > .test-logs/newest.log 2>&1 &
+    local newest=$!
+    suite_a1111 > .test-logs/a1111.log 2>&1 &
+    local a1111=$! newest_status=0 a1111_status=0
+    wait "$newest" || newest_status=$?
+    wait "$a1111" || a1111_status=$?
+    for name in newest a1111; do
+        echo "################ suite: $name"
+        grep -v "is ignored: it is neither" ".test-logs/$name.log" || true
+    done
+    [ "$newest_status" -eq 0 ] || echo "FAILED: the newest-packages suite" >&2
+    [ "$a1111_status" -eq 0 ] || echo "FAILED: the A1111 suite" >&2
+    [ "$newest_status" -eq 0 ] && [ "$a1111_status" -eq 0 ]
 }
 
 case "$which" in
     newest) suite_newest ;;
     a1111) suite_a1111 ;;
-    all)
-        suite_newest
-        suite_a1111
-        ;;
+    all) both_suites ;;
     *) echo "usage: bash tools/test.sh [all|newest|a1111] [pytest args...]" >&2; exit 2 ;;
 esac
