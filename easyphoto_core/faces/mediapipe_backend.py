@@ -3,10 +3,15 @@
 Optional: used when `mediapipe` 0.10.x with its bundled models imports (0.10.21 is the last
 release whose wheel bundles them; it needs protobuf 4.25.x). Nothing here imports mediapipe at
 module import; each backend imports it when built and raises FaceModelError if it cannot.
+
+A solution object runs one graph: `process` from two threads at once is not supported, and the
+studio shares its face models between the job worker and request threads (a template upload
+counts faces while a training preprocesses), so each wrapper holds a lock around `process`.
 """
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 
 import cv2
@@ -52,6 +57,7 @@ class MediaPipeFaceMesh:
             static_image_mode=True, max_num_faces=3, refine_landmarks=True,
             min_detection_confidence=0.3,
         )
+        self._lock = threading.Lock()
         # MediaPipe's left/right are the subject's: its LEFT_EYE appears on the image's right
         self.regions = {
             "face_oval": _outline_indices(mesh.FACEMESH_FACE_OVAL),
@@ -68,7 +74,8 @@ class MediaPipeFaceMesh:
         if x1 - x0 < 8 or y1 - y0 < 8:
             return None
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-        result = self._mesh.process(crop)
+        with self._lock:
+            result = self._mesh.process(crop)
         if not result.multi_face_landmarks:
             return None
         centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
@@ -93,9 +100,11 @@ class MediaPipeSelfieSegmenter:
     def __init__(self) -> None:
         solutions = import_mediapipe_solutions()
         self._segmenter = solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._lock = threading.Lock()
 
     def person_mask(self, image: np.ndarray) -> np.ndarray:
-        result = self._segmenter.process(np.ascontiguousarray(image))
+        with self._lock:
+            result = self._segmenter.process(np.ascontiguousarray(image))
         probability = result.segmentation_mask
         if probability is None:
             return np.zeros(image.shape[:2], dtype=np.uint8)
@@ -115,10 +124,12 @@ class MediaPipePose:
         solutions = import_mediapipe_solutions()
         self._pose = solutions.pose.Pose(static_image_mode=True, model_complexity=1)
         self._names = tuple(mark.name.lower() for mark in solutions.pose.PoseLandmark)
+        self._lock = threading.Lock()
 
     def pose(self, image: np.ndarray) -> BodyPose | None:
         height, width = image.shape[:2]
-        result = self._pose.process(np.ascontiguousarray(image))
+        with self._lock:
+            result = self._pose.process(np.ascontiguousarray(image))
         if result.pose_landmarks is None:
             return None
         marks = result.pose_landmarks.landmark

@@ -107,6 +107,51 @@ def test_yunet_shared_between_threads_detects_each_image_at_its_own_size(yunet, 
     assert racy.mismatches == []
 
 
+def test_mediapipe_graphs_run_for_one_thread_at_a_time(monkeypatch):
+    """A MediaPipe solution runs one graph; the wrappers are shared by the job worker and
+    request threads, so `process` must never be entered by two threads at once."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from easyphoto_core.faces import mediapipe_backend
+
+    class OneGraph:
+        def __init__(self, *args, **kwargs) -> None:
+            self.inside, self.overlaps = 0, 0
+
+        def process(self, image):
+            self.inside += 1
+            self.overlaps += self.inside > 1
+            time.sleep(0.005)  # another thread would get in here
+            self.inside -= 1
+            return SimpleNamespace(multi_face_landmarks=None, segmentation_mask=None,
+                                   pose_landmarks=None)
+
+    edges = frozenset({(0, 1), (1, 2)})
+    solutions = SimpleNamespace(
+        face_mesh=SimpleNamespace(FaceMesh=OneGraph, **{f"FACEMESH_{name}": edges for name in (
+            "FACE_OVAL", "LEFT_EYE", "RIGHT_EYE", "LEFT_EYEBROW", "RIGHT_EYEBROW", "LIPS")}),
+        selfie_segmentation=SimpleNamespace(SelfieSegmentation=OneGraph),
+        pose=SimpleNamespace(Pose=OneGraph, PoseLandmark=[SimpleNamespace(name="NOSE")]))
+    monkeypatch.setattr(mediapipe_backend, "import_mediapipe_solutions", lambda: solutions)
+    image = np.zeros((64, 64, 3), np.uint8)
+    face = FaceDetection(box=np.array([16.0, 16, 48, 48]), score=0.9,
+                         landmarks5=np.full((5, 2), 32.0))
+    mesh = mediapipe_backend.MediaPipeFaceMesh()
+    segmenter = mediapipe_backend.MediaPipeSelfieSegmenter()
+    pose = mediapipe_backend.MediaPipePose()
+    calls = [lambda: mesh.landmarks(image, face), lambda: segmenter.person_mask(image),
+             lambda: pose.pose(image)]
+    threads = [threading.Thread(target=lambda call=call: [call() for _ in range(10)])
+               for call in calls for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (mesh._mesh.overlaps, segmenter._segmenter.overlaps, pose._pose.overlaps) == (0, 0, 0)
+
+
 def test_dlib_hog_detector_finds_the_faces_yunet_finds(yunet, photos):
     detector = DlibDetector()
     for name in ("two_people.jpg", "obama.jpg"):
