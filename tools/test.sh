@@ -28,12 +28,13 @@ print('versions: torch', torch.__version__, '| diffusers', diffusers.__version__
 
 run_tests() {
     local name="$1" venv="$2"
+    shift 2
     echo "=== $name: ruff + pytest"
     "$venv/bin/ruff" check .
     # Each suite has its own temp folder and screenshots (the two may run side by side). The
     # slowest tests are printed: CI must stay under 20 min for both suites.
     EASYPHOTO_SCREENSHOTS="$PWD/tests/artifacts/$name" "$venv/bin/python" -m pytest -q -rf \
-        --durations=25 --basetemp="$PWD/.pytest-tmp-$name" "${PYTEST_ARGS[@]}"
+        --durations=25 --basetemp="$PWD/.pytest-tmp-$name" "$@" "${PYTEST_ARGS[@]}"
 }
 
 build_newest() {
@@ -101,17 +102,23 @@ print(install.held_constraints(install.installed_distributions()), end='')" > "$
 
 suite_a1111() {
     build_a1111
-    run_tests a1111 .venv-test-a1111
+    run_tests a1111 .venv-test-a1111 "$@"
 }
 
-# Both suites at once: on 2 cores a suite alone keeps ~1.3 of them busy (much of it is
-# single-threaded imports in trainer and server subprocesses), so side by side they finish
-# well before one after the other would. Each writes its log; both are printed in order.
+# Both suites at once, each on one thread per process (OMP_NUM_THREADS=1, inherited by the
+# trainer and server subprocesses): a suite alone keeps ~1.3 of 2 cores busy, much of it
+# single-threaded imports, and two torch processes of 2 threads each on 2 cores spin-wait
+# instead of working. The A1111 suite runs its folders in another order, so the two suites'
+# browser tests (which saturate the machine: browser, server and trainer) do not meet.
 both_suites() {
     mkdir -p .test-logs
+    export OMP_NUM_THREADS=1
     suite_newest > .test-logs/newest.log 2>&1 &
     local newest=$!
-    suite_a1111 > .test-logs/a1111.log 2>&1 &
+    local order=()
+    [ ${#PYTEST_ARGS[@]} -gt 0 ] || order=(tests/unit tests/webui tests/train tests/pipeline \
+        tests/gpu tests/app)
+    suite_a1111 "${order[@]}" > .test-logs/a1111.log 2>&1 &
     local a1111=$! newest_status=0 a1111_status=0
     wait "$newest" || newest_status=$?
     wait "$a1111" || a1111_status=$?
