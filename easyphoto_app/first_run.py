@@ -88,7 +88,7 @@ def download_handler(context: Any, downloads: Downloads) -> Callable[[str], Iter
             downloads.cancel.clear()
             state: dict[str, Any] = {"done": 0, "total": 0}
 
-            def progress(done: int, total: int) -> None:
+            def progress(done: int, total: int, what: str) -> None:
                 state.update(done=done, total=total)
                 if downloads.cancel.is_set():
                     raise DownloadCancelled()

@@ -73,6 +73,12 @@ def mount_ui(app: FastAPI, blocks: gr.Blocks, context: StudioContext) -> FastAPI
     return mounted
 
 
+# A stop (Ctrl-C, SIGTERM) waits at most this long for open connections: an event that is still
+# streaming (a job's progress, the job list) keeps its connection open, and under gradio 3.41
+# the browser test's server took the whole 20 s its teardown allows to stop.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn  # only the standalone server needs it
 
@@ -94,4 +100,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(line)
     print(f"EasyPhoto studio: http://{host}:{args.port}/  (API under /easyphoto/v1, "
           f"docs at /docs; workspace {context.workspace.root})")
-    uvicorn.run(create_app(context, api_auth=args.api_auth), host=host, port=args.port)
+    uvicorn.run(create_app(context, api_auth=args.api_auth), host=host, port=args.port,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)

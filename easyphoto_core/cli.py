@@ -251,11 +251,11 @@ def _stage_progress():
 
     bar = tqdm(total=0, unit="step", dynamic_ncols=True)
 
-    def on_progress(event: dict) -> None:
-        if event["step"] == 1:
-            bar.reset(total=event["total"])
-            bar.set_description(event["stage"])
-        bar.update(event["step"] - bar.n)
+    def on_progress(step: int, total: int, stage: str) -> None:
+        if step == 1:
+            bar.reset(total=total)
+            bar.set_description(stage)
+        bar.update(step - bar.n)
 
     try:
         yield on_progress

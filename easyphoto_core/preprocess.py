@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from easyphoto_core.callbacks import ProgressCallback
 from easyphoto_core.faces.base import FaceDetection
 from easyphoto_core.faces.chooser import FaceModels
 from easyphoto_core.faces.geometry import (
@@ -57,7 +58,6 @@ MAX_FACES_PER_PHOTO = 8  # the largest ones; a crowd photo is not a training pho
 REFERENCE_MAX_SIDE = 2048  # face fusion needs the face, not 48 MP of background
 REFERENCE_MIN_FACE = 160.0  # px: a face fused into a 512 crop spans about this much
 
-ProgressCallback = Callable[[int, int, str], None]
 """``progress(done, total, message)``: photos analysed so far out of the inputs."""
 
 

@@ -26,7 +26,8 @@ Environment:
   folders instead).
 
 Stdlib only (urllib, hashlib); tqdm, if installed, draws the default progress bar. Progress is a
-callback ``progress(done_bytes, total_bytes)`` so a UI can show it too.
+callback ``progress(done_bytes, total_bytes, file name)`` (callbacks.ProgressCallback) so a UI can
+show it too.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from . import PROJECT_ROOT
+from .callbacks import ProgressCallback
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -85,8 +87,8 @@ USER_AGENT = "sd-webui-easyphoto-weights/1"
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _HEX = frozenset("0123456789abcdef")
 
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done_bytes, total_bytes)``; ``done`` includes bytes resumed from a ``.part``."""
+# ``progress(done_bytes, total_bytes, file name)``; ``done`` includes bytes resumed from a .part
+_BytesCallback = Callable[[int, int], None]  # the transfer's own (done, total)
 
 
 class WeightsError(RuntimeError):
@@ -333,7 +335,7 @@ def tqdm_progress(record: WeightRecord) -> Iterator[ProgressCallback]:
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency, but stay usable without it
-        yield lambda done, total: None
+        yield lambda done, total, what: None
         return
     bar = tqdm(
         total=record.size,
@@ -345,7 +347,7 @@ def tqdm_progress(record: WeightRecord) -> Iterator[ProgressCallback]:
         leave=False,
     )
 
-    def update(done: int, total: int) -> None:
+    def update(done: int, total: int, what: str) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
@@ -432,7 +434,7 @@ def _copy_body(
     done: int,
     total: int,
     chunk_size: int,
-    progress: ProgressCallback,
+    progress: _BytesCallback,
 ) -> int:
     """Stream the body into ``out``; returns the byte count reached (stops past ``total``)."""
     while True:
@@ -451,7 +453,7 @@ def _transfer(
     record: WeightRecord,
     url: str,
     part: Path,
-    progress: ProgressCallback,
+    progress: _BytesCallback,
     chunk_size: int,
     timeout: float,
 ) -> str:
@@ -517,7 +519,7 @@ def download(
     A file already there with the right size (and, with ``verify_existing``, the right sha256) is
     used as is. Otherwise the file is fetched from ``url`` (default: `effective_url`) into
     ``<dest>.part``, resumed if a ``.part`` exists, verified and renamed. ``progress`` is called as
-    ``progress(done, total)``; when None a tqdm bar is drawn. ``offline`` (default:
+    ``progress(done, total, file name)``; when None a tqdm bar is drawn. ``offline`` (default:
     ``$EASYPHOTO_OFFLINE``) turns a needed download into `WeightsOfflineError`.
 
     Raises `WeightsError` on an HTTP error (naming the URL and status), an interrupted transfer
@@ -543,11 +545,10 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     try:
-        if progress is None:
-            with tqdm_progress(record) as bar:
-                digest = _transfer(record, source, part, bar, chunk_size, timeout)
-        else:
-            digest = _transfer(record, source, part, progress, chunk_size, timeout)
+        with nullcontext(progress) if progress is not None else tqdm_progress(record) as report:
+            digest = _transfer(record, source, part,
+                               lambda done, total: report(done, total, record.filename),
+                               chunk_size, timeout)
     except WeightsError as error:
         raise WeightsError(f"{error}\n  Without network here, fetch it on another machine and "
                            f"put it at: {dest}\n  (expected {record.size} bytes, sha256 "

@@ -17,6 +17,7 @@ from typing import Any
 
 from modules import paths, shared
 
+from easyphoto_core.callbacks import StepCallback
 from easyphoto_webui import hosts
 
 SETTINGS_SECTION = ("easyphoto", "EasyPhoto")
@@ -176,7 +177,7 @@ class _ControlNetGuard:
 
 def run_img2img(settings: dict[str, Any], *, script_args: list[Any], host: Any,
                 controlnet: Any, units: list[Any], interrupt: Callable[[], bool] | None,
-                progress: Callable[[int, int], None] | None = None) -> Img2ImgResult:
+                progress: StepCallback | None = None) -> Img2ImgResult:
     """One img2img inpaint on the host's model with ControlNet `units`.
 
     Holds the host's queue lock (its own generations wait), reports through shared.state,
@@ -215,7 +216,7 @@ def run_img2img(settings: dict[str, Any], *, script_args: list[Any], host: Any,
     return Img2ImgResult(processed.images[0])
 
 
-def _watch(interrupt: Callable[[], bool] | None, progress: Callable[[int, int], None] | None,
+def _watch(interrupt: Callable[[], bool] | None, progress: StepCallback | None,
            finished: threading.Event) -> None:
     reported = None
     while not finished.wait(0.2):

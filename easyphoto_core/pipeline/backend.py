@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from easyphoto_core.callbacks import StepCallback
 from easyphoto_core.lora_format import read_lora_metadata
 
 ControlKind = Literal["canny", "openpose", "tile", "color"]
@@ -63,7 +64,6 @@ class InpaintRequest:
     lora: LoraRef | None = None
 
 
-StepCallback = Callable[[int, int], None]
 
 
 def check_lora_file(lora: LoraRef) -> None:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from easyphoto_core.callbacks import ProgressCallback
 from easyphoto_core.params import GenerateParams
 from easyphoto_core.pipeline import stages
 from easyphoto_core.pipeline.backend import (
@@ -31,7 +32,6 @@ from easyphoto_core.workspace import Workspace
 if TYPE_CHECKING:  # the face stack loads its backends lazily; only the type is needed here
     from easyphoto_core.faces import FaceModels
 
-ProgressCallback = Callable[[dict[str, Any]], None]
 # Context kept around a light pass's region: the crop the model sees reaches this far past it
 # (the seam band of two faces in a 1024 px group photo is a few percent of the pixels; inpainting
 # only its box instead of the whole photo is what makes the seam pass cheap).
@@ -242,7 +242,7 @@ class _Run:
 
         def report(done: int, total: int) -> None:
             if self.callback is not None:
-                self.callback({"stage": stage, "step": done, "total": total})
+                self.callback(done, total, stage)
 
         params = self.params
         return self.pipeline.backend.inpaint(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-StepCallback = Callable[[int, int], None]  # (step done, steps total)
+from easyphoto_core.callbacks import StepCallback
 
 
 class Interrupted(Exception):

@@ -115,10 +115,9 @@ class GenerationProgress:
         self.sink = sink
         self.passes: list[str] = []
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        fields = dict(event)
-        stage = event.get("stage")
-        if stage and stage not in self.passes:
+    def __call__(self, step: int, total: int, stage: str) -> None:
+        fields: dict[str, Any] = {"stage": stage, "step": step, "total": total}
+        if stage not in self.passes:
             self.passes = [*self.passes, stage]
             fields.update(passes=self.passes, stage_started=time.time())
         self.sink.report(**fields)

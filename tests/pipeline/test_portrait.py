@@ -47,6 +47,12 @@ def studio(tmp_path_factory, tiny_files, faces_dir, face_models):
     return PortraitPipeline(backend=backend, face_models=face_models, workspace=workspace)
 
 
+def record(events: list):
+    """A pipeline callback (step, total, stage) keeping each call as a dict."""
+    return lambda step, total, stage: events.append(
+        {"stage": stage, "step": step, "total": total})
+
+
 def photo(faces_dir, name, *, width: int | None = None) -> np.ndarray:
     image = Image.open(faces_dir / name).convert("RGB")
     if width is not None:
@@ -82,7 +88,7 @@ def test_two_people_left_to_right_each_with_a_score(studio, faces_dir):
     events = []
     params = parse_params(GenerateParams, {**FAST, "seam_steps": 6,
                                            "seam_denoising_strength": 0.5})
-    result = studio(template, ["kit", "obama"], params, callback=events.append,
+    result = studio(template, ["kit", "obama"], params, callback=record(events),
                     return_intermediates=True)
     assert result.image.shape == template.shape
     assert [f.user_id for f in result.faces] == ["kit", "obama"]
@@ -105,7 +111,7 @@ def test_no_seam_pass_at_zero_strength(studio, faces_dir):
     events = []
     studio(template, ["kit", "obama"],
            parse_params(GenerateParams, {**FAST, "seam_denoising_strength": 0.0}),
-           callback=events.append)
+           callback=record(events))
     assert events and not any(e["stage"] == "seam pass" for e in events)
 
 
@@ -121,7 +127,7 @@ def test_progress_callback_and_interrupt(studio, faces_dir):
 
     template = photo(faces_dir, "biden.jpg")
     events = []
-    studio(template, ["obama"], parse_params(GenerateParams, FAST), callback=events.append)
+    studio(template, ["obama"], parse_params(GenerateParams, FAST), callback=record(events))
     stages = [e["stage"] for e in events]
     assert "face 1: first diffusion" in stages and "face 1: second diffusion" in stages
     with pytest.raises(Interrupted):

@@ -124,9 +124,11 @@ def _record(base_url: str, **changes: object) -> w.WeightRecord:
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
+        self.files: set[str] = set()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, what: str) -> None:
         self.calls.append((done, total))
+        self.files.add(what)
 
 
 def test_full_download_verifies_and_renames(server, paths):
@@ -142,6 +144,7 @@ def test_full_download_verifies_and_renames(server, paths):
         len(PAYLOAD),
         len(PAYLOAD),
     )
+    assert progress.files == {"blob.bin"}  # the same (done, total, what) as every stage
     assert state.requests == [("/blob.bin", None)]
     # present and verified: a second call makes no request
     assert w.download(record, paths, progress=progress) == path
