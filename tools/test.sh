@@ -19,6 +19,10 @@ quiet_pip() {
 
 source tools/face_stack.sh
 
+say() {  # a step of a suite, with the time (CI's budget is 20 min for everything)
+    echo "=== $* ($(date +%T))"
+}
+
 print_versions() {
     "$1/bin/python" -c "import torch, diffusers, transformers, pydantic, gradio, numpy; \
 print('versions: torch', torch.__version__, '| diffusers', diffusers.__version__, \
@@ -29,7 +33,7 @@ print('versions: torch', torch.__version__, '| diffusers', diffusers.__version__
 run_tests() {
     local name="$1" venv="$2"
     shift 2
-    echo "=== $name: ruff + pytest"
+    say "$name: ruff + pytest"
     "$venv/bin/ruff" check .
     # Each suite has its own temp folder and screenshots (the two may run side by side). The
     # slowest tests are printed: CI must stay under 20 min for both suites.
@@ -39,7 +43,7 @@ run_tests() {
 
 build_newest() {
     local venv=.venv-test-newest
-    echo "=== newest: creating $venv"
+    say "newest: creating $venv"
     rm -rf "$venv"
     python3 -m venv "$venv"
     # torch is pinned to the CPU wheel: an unpinned torch pulls gigabytes of CUDA packages.
@@ -58,7 +62,7 @@ suite_newest() {
 # whose run_pip calls pip exactly as A1111's does; pip freeze may only gain lines.
 build_a1111() {
     local venv=.venv-test-a1111 logs=.venv-test-a1111-logs
-    echo "=== a1111: creating $venv from $HOST_FREEZE"
+    say "a1111: creating $venv from $HOST_FREEZE"
     rm -rf "$venv" "$logs" && mkdir -p "$logs"
     python3 -m venv "$venv"
     # torch: the CPU wheel (a user's A1111 has 2.1.2+cu121; the freeze marks the line). The
@@ -76,7 +80,7 @@ build_a1111() {
             torchvision==0.16.2
     fi
     "$venv/bin/python" -m pip freeze --all > "$logs/freeze-before.txt"
-    echo "=== a1111: our install.py, as the WebUI's prepare_environment runs it"
+    say "a1111: our install.py, as the WebUI's prepare_environment runs it"
     PYTHONPATH="$PWD/tools/a1111_launch" "$venv/bin/python" install.py | tee "$logs/install.log"
     "$venv/bin/python" -m pip freeze --all > "$logs/freeze-after.txt"
     if grep -q "^<" <(diff "$logs/freeze-before.txt" "$logs/freeze-after.txt"); then
@@ -87,7 +91,7 @@ build_a1111() {
     echo "install.py added (pip freeze diff):"
     { diff "$logs/freeze-before.txt" "$logs/freeze-after.txt" || true; } | grep "^>" \
         || echo "  nothing"
-    echo "=== a1111: install.py's import check, then its fast path (A1111 runs it at every start)"
+    say "a1111: install.py's import check, then its fast path (A1111 runs it at every start)"
     "$venv/bin/python" -m easyphoto_core.environment --ui
     local TIMEFORMAT="install.py with nothing missing: %R s"
     time PYTHONPATH="$PWD/tools/a1111_launch" "$venv/bin/python" install.py
@@ -126,6 +130,7 @@ both_suites() {
         echo "################ suite: $name"
         grep -v "is ignored: it is neither" ".test-logs/$name.log" || true
     done
+    echo "=== both suites ended ($(date +%T))"
     [ "$newest_status" -eq 0 ] || echo "FAILED: the newest-packages suite" >&2
     [ "$a1111_status" -eq 0 ] || echo "FAILED: the A1111 suite" >&2
     [ "$newest_status" -eq 0 ] && [ "$a1111_status" -eq 0 ]
