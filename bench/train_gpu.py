@@ -79,9 +79,10 @@ def run_job(work: Path, checkpoint: Path, dataset: Path, *, name: str, overrides
     from easyphoto_core.trainer_process.events import parse_event
 
     (work / "Lora").mkdir(exist_ok=True)
-    job = TrainerConfig("bench", checkpoint, dataset, work / f"out-{name}",
-                   parse_params(TrainParams, overrides), device=device,
-                   lora_copy_dirs=(work / "Lora",), weights_dir=weights)
+    job = TrainerConfig(user_id="bench", base_model=checkpoint, dataset_dir=dataset,
+                        output_dir=work / f"out-{name}",
+                        params=parse_params(TrainParams, overrides), device=device,
+                        lora_copy_dirs=(work / "Lora",), weights_dir=weights)
     config = work / f"job-{name}.json"
     job.save(config)
     command = [sys.executable, __file__, "--job-child", str(config)]
@@ -212,7 +213,8 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
 
     started = time.perf_counter()
     params = parse_params(TrainParams, {"max_train_steps": steps})
-    job = TrainerConfig("bench", checkpoint, dataset, dataset.parent / "out", params, device="cuda")
+    job = TrainerConfig(user_id="bench", base_model=checkpoint, dataset_dir=dataset,
+                        output_dir=dataset.parent / "out", params=params, device="cuda")
     device, dtype = resolve_device("cuda", params.mixed_precision)
     images = load_dataset_images(dataset, params.resolution)
     models, components = load_training_models(job, device=device, dtype=dtype)

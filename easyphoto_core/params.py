@@ -10,6 +10,7 @@ version differences (dumping, schema, error texts) go through the helpers at the
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal, TypeVar
 
 import pydantic
@@ -183,6 +184,16 @@ def parse_params(model: type[ParamsT], data: dict[str, Any] | None = None) -> Pa
 
 def params_to_dict(params: BaseModel) -> dict[str, Any]:
     return params.model_dump() if PYDANTIC_V2 else params.dict()
+
+
+def params_to_json(params: BaseModel) -> dict[str, Any]:
+    """The model as JSON-ready values (paths as text), e.g. to write a file."""
+    return params.model_dump(mode="json") if PYDANTIC_V2 else json.loads(params.json())
+
+
+def replaced(params: ParamsT, **changes: Any) -> ParamsT:
+    """A copy of a (frozen) model with `changes` (already valid values)."""
+    return params.model_copy(update=changes) if PYDANTIC_V2 else params.copy(update=changes)
 
 
 def params_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ tracebacks go to stderr, which the core keeps in the job's log file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from easyphoto_core.params import replaced
 from easyphoto_core.trainer_process.config import TrainerConfig, TrainerConfigError, load_config
 from easyphoto_core.trainer_process.events import EventWriter, ExitCode
 from easyphoto_train.cancel import CancelToken
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.resume:
-            config = dataclasses.replace(config, resume=True)
+            config = replaced(config, resume=True)
     except TrainerConfigError as error:
         events.emit("error", kind="bad_config", message=str(error), hint="fix the job file")
         return ExitCode.BAD_CONFIG

@@ -1,7 +1,8 @@
 """The training job file (`python -m easyphoto_train --config JOB.json`), written by the core.
 
-`parse_config` is the one schema of that file: unknown fields, wrong types, a device that is not
-auto/cpu/mps/cuda[:N], Lora folders that are not absolute folder paths, or (with
+`TrainerConfig` is the one schema of that file, (de)serialised by the params machinery (a
+pydantic model like the params, under pydantic 1.10 and 2): unknown fields, wrong types, a device
+that is not auto/cpu/mps/cuda[:N], Lora folders that are not absolute folder paths, or (with
 "workspace") an output, dataset or cancel path outside the workspace are each a
 TrainerConfigError naming the field; the trainer answers them with exit code 2 and a `bad_config` event.
 """
@@ -10,11 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from easyphoto_core.params import TrainParams, params_to_dict, parse_params
+import pydantic
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from easyphoto_core.params import (
+    TrainParams,
+    params_schema,
+    params_to_json,
+    parse_params,
+    replaced,
+)
 from easyphoto_core.workspace import (
     DatasetFiles,
     UserFiles,
@@ -24,24 +33,33 @@ from easyphoto_core.workspace import (
 
 
 class TrainerConfigError(ValueError):
-    """The job file is unusable; the message names the file and the field."""
+    """The config file is unusable; the message names the file and the field."""
 
 
-@dataclass(frozen=True)
-class TrainerConfig:
-    user_id: str
-    base_model: Path  # single-file SD1.5 checkpoint (the one the host has loaded)
-    dataset_dir: Path  # written by easyphoto_core.preprocess
-    output_dir: Path  # the user's folder: checkpoints/, validation/, the LoRA, the report
-    params: TrainParams
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
-    lora_copy_dirs: tuple[Path, ...] = ()  # e.g. the host's Lora folder
-    cancel_file: Path | None = None
-    resume: bool = False
-    weights_dir: Path | None = None  # face models for validation (None = the default folders)
-    workspace: Path | None = None  # when set, every path the run writes must be inside it
-    not_before: float | None = None  # a cancel file older than this (a stale one) is ignored
-    extra: dict[str, Any] = field(default_factory=dict)
+class TrainerConfig(BaseModel):
+    """What one trainer run does. The types are the file's schema (strict: a string is no list,
+    "yes" no boolean), checked by pydantic under 1.10 and 2 alike; `parse_config` adds the rules
+    about values and where paths may point. Each field's description is what a bad value is told
+    it must be."""
+
+    user_id: StrictStr = Field(..., description="a user id (text)")
+    base_model: Path = Field(..., description="a path (text)")  # the SD1.5 file the host loaded
+    dataset_dir: Path = Field(..., description="a path (text)")  # written by preprocess
+    output_dir: Path = Field(..., description="a path (text)")  # the user's layout (staging)
+    params: TrainParams = Field(default_factory=TrainParams, description="an object")
+    device: StrictStr = Field("auto", description="auto, cpu, mps, cuda or cuda:N")
+    lora_copy_dirs: tuple[Path, ...] = Field((), description="a list of folders")  # host Lora
+    cancel_file: Path | None = Field(None, description="a path (text)")
+    resume: StrictBool = Field(False, description="true or false")
+    weights_dir: Path | None = Field(None, description="a path (text)")  # validation faces
+    workspace: Path | None = Field(None, description="a path (text)")  # paths stay inside
+    not_before: StrictInt | StrictFloat | None = Field(  # older cancel files are stale
+        None, description="a number")
+    extra: dict[str, Any] = Field(default_factory=dict, description="an object")
+
+    class Config:  # read by pydantic 1 and (deprecated but supported) pydantic 2
+        extra = "forbid"
+        frozen = True
 
     @property
     def user_files(self) -> UserFiles:
@@ -61,35 +79,24 @@ class TrainerConfig:
         return self.user_files.validation_dir
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "base_model": str(self.base_model),
-            "dataset_dir": str(self.dataset_dir),
-            "output_dir": str(self.output_dir),
-            "params": params_to_dict(self.params),
-            "device": self.device,
-            "lora_copy_dirs": [str(p) for p in self.lora_copy_dirs],
-            "cancel_file": str(self.cancel_file) if self.cancel_file else None,
-            "resume": self.resume,
-            "weights_dir": str(self.weights_dir) if self.weights_dir else None,
-            "workspace": str(self.workspace) if self.workspace else None,
-            "not_before": self.not_before,
-            "extra": self.extra,
-        }
+        return params_to_json(self)
 
     def save(self, path: Path) -> None:
         atomic_write_json(path, self.to_dict())
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
-CONFIG_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir", "params", "device",
-              "lora_copy_dirs", "cancel_file", "resume", "weights_dir", "workspace",
-              "not_before", "extra")
+CONFIG_FIELDS = tuple(params_schema(TrainerConfig)["properties"])
+MUST_BE = {name: spec["description"]  # English: the message is translated as a whole
+           for name, spec in params_schema(TrainerConfig)["properties"].items()}
+REQUIRED_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir")
+PATH_FIELDS = ("base_model", "dataset_dir", "output_dir", "cancel_file", "weights_dir",
+               "workspace")
 
 
 def load_config(path: Path) -> TrainerConfig:
-    """Read and check a job file against one schema (types, ranges, where paths may point);
-    every problem is a TrainerConfigError naming the file and the field."""
+    """Read and check a config file (types, ranges, where paths may point); every problem is a
+    TrainerConfigError naming the file and the field."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -101,121 +108,88 @@ def load_config(path: Path) -> TrainerConfig:
 
 
 def parse_config(raw: Any) -> TrainerConfig:
+    config = _typed(raw)
+    _check_values(config)
+    return replaced(config, **{name: getattr(config, name).expanduser().resolve()
+                               for name in PATH_FIELDS if getattr(config, name) is not None},
+                    lora_copy_dirs=tuple(p.expanduser().resolve() for p in config.lora_copy_dirs))
+
+
+def _typed(raw: Any) -> TrainerConfig:
+    """The file's JSON through the model: unknown, missing and mistyped fields named."""
     if not isinstance(raw, dict):
         raise TrainerConfigError("must be a JSON object.")
     unknown = sorted(set(raw) - set(CONFIG_FIELDS))
     if unknown:
         raise TrainerConfigError(f"unknown field {unknown[0]!r} (the fields are "
                                  f"{', '.join(CONFIG_FIELDS)}).")
-    missing = [key for key in ("user_id", "base_model", "dataset_dir", "output_dir")
-               if raw.get(key) is None]
+    missing = [name for name in REQUIRED_FIELDS if raw.get(name) is None]
     if missing:
         raise TrainerConfigError(f"field {missing[0]!r} is missing.")
+    given = {name: value for name, value in raw.items() if value is not None}
+    for name in PATH_FIELDS:  # pydantic would read "" as "." and keep a NUL for the OS to refuse
+        value = given.get(name)
+        if isinstance(value, str) and (not value.strip() or "\0" in value):
+            raise TrainerConfigError(f"field {name!r} must be a path (text), got {value!r}.")
+    if isinstance(given.get("params"), dict):  # its own messages name the parameter
+        try:
+            given["params"] = parse_params(TrainParams, given["params"])
+        except ValueError as error:
+            raise TrainerConfigError(f"field 'params': {error}") from None
     try:
-        user_id = validate_user_id(raw["user_id"])
+        return TrainerConfig(**given)
+    except pydantic.ValidationError as error:
+        name = str(error.errors()[0]["loc"][0])
+        words = MUST_BE[name]
+        raise TrainerConfigError(f"field {name!r} must be {words}, got "
+                                 f"{_shown(given.get(name))}.") from None
+
+
+def _check_values(config: TrainerConfig) -> None:
+    """What the types cannot say: a valid id and device, absolute paths, existing inputs, and
+    (with a workspace) every path the run writes inside it."""
+    try:
+        validate_user_id(config.user_id)
     except ValueError as error:
         raise TrainerConfigError(f"field 'user_id': {error}") from None
-    workspace = _dir_field(raw, "workspace", must_exist=True)
-    output_dir = _path_field(raw, "output_dir", absolute=True)
-    dataset_dir = _dir_field(raw, "dataset_dir", must_exist=True)
-    cancel_file = _path_field(raw, "cancel_file", absolute=True)
-    _inside("output_dir", output_dir, workspace, "workspace")
-    _inside("dataset_dir", dataset_dir, workspace, "workspace")
-    _inside("cancel_file", cancel_file, workspace, "workspace")
-    base_model = _path_field(raw, "base_model")
+    if not DEVICE_PATTERN.fullmatch(config.device):
+        raise TrainerConfigError(f"field 'device' must be auto, cpu, mps, cuda or cuda:N, got "
+                                 f"{_shown(config.device)}.")
+    for name in ("output_dir", "cancel_file"):
+        path = getattr(config, name)
+        if path is not None and not path.expanduser().is_absolute():
+            raise TrainerConfigError(f"field {name!r} must be an absolute path, got "
+                                     f"{str(path)!r}.")
+    for name in ("workspace", "dataset_dir", "weights_dir"):
+        path = getattr(config, name)
+        if path is not None and not path.expanduser().is_dir():
+            raise TrainerConfigError(f"field {name!r}: {path.expanduser().resolve()} is not a "
+                                     "folder.")
+    for folder in config.lora_copy_dirs:
+        path = folder.expanduser()
+        if not path.is_absolute() or (path.exists() and not path.is_dir()):
+            raise TrainerConfigError(f"field 'lora_copy_dirs': {str(folder)!r} must be a folder "
+                                     "given by an absolute path.")
+    if config.workspace is not None:
+        root = config.workspace.expanduser().resolve()
+        for name in ("output_dir", "dataset_dir", "cancel_file"):
+            path = getattr(config, name)
+            if path is not None:
+                _inside(name, path.expanduser().resolve(), root)
+    base_model = config.base_model.expanduser().resolve()
     if not base_model.is_file():
         raise TrainerConfigError(f"field 'base_model': {base_model} is not a file.")
-    return TrainerConfig(
-        user_id=user_id, base_model=base_model, dataset_dir=dataset_dir, output_dir=output_dir,
-        params=_params_field(raw.get("params")), device=_device_field(raw.get("device", "auto")),
-        lora_copy_dirs=_lora_dirs_field(raw.get("lora_copy_dirs", [])), cancel_file=cancel_file,
-        resume=_typed(raw, "resume", bool, False, "true or false"),
-        weights_dir=_dir_field(raw, "weights_dir", must_exist=True), workspace=workspace,
-        not_before=_number_field(raw, "not_before"),
-        extra=_typed(raw, "extra", dict, {}, "an object"),
-    )
 
 
-def _typed(raw: dict[str, Any], name: str, kind: type, default: Any, words: str) -> Any:
-    value = raw.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, kind):
-        raise TrainerConfigError(f"field {name!r} must be {words}, got {_shown(value)}.")
-    return value
+def _inside(name: str, path: Path, root: Path) -> None:
+    if path != root and root not in path.parents:
+        raise TrainerConfigError(f"field {name!r}: {path} is outside the workspace ({root}).")
 
 
 def _shown(value: Any) -> str:
     kind = {str: "text", bool: "true/false", int: "a number", float: "a number",
             list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-    return f"{kind} {json.dumps(value)[:60]}"
-
-
-def _path_field(raw: dict[str, Any], name: str, *, absolute: bool = False) -> Path | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise TrainerConfigError(f"field {name!r} must be a path (text), got {_shown(value)}.")
-    path = Path(value).expanduser()
-    if absolute and not path.is_absolute():
-        raise TrainerConfigError(f"field {name!r} must be an absolute path, got {value!r}.")
-    return path.resolve()
-
-
-def _dir_field(raw: dict[str, Any], name: str, *, must_exist: bool) -> Path | None:
-    path = _path_field(raw, name)
-    if path is not None and must_exist and not path.is_dir():
-        raise TrainerConfigError(f"field {name!r}: {path} is not a folder.")
-    return path
-
-
-def _inside(name: str, path: Path | None, root: Path | None, root_name: str) -> None:
-    if path is None or root is None:
-        return
-    if path != root and root not in path.parents:
-        raise TrainerConfigError(f"field {name!r}: {path} is outside the {root_name} ({root}).")
-
-
-def _params_field(value: Any) -> TrainParams:
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise TrainerConfigError(f"field 'params' must be an object, got {_shown(value)}.")
-    try:
-        return parse_params(TrainParams, value)
-    except ValueError as error:
-        raise TrainerConfigError(f"field 'params': {error}") from None
-
-
-def _device_field(value: Any) -> str:
-    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
-        raise TrainerConfigError(f"field 'device' must be auto, cpu, mps, cuda or cuda:N, got "
-                       f"{_shown(value)}.")
-    return value
-
-
-def _lora_dirs_field(value: Any) -> tuple[Path, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise TrainerConfigError(f"field 'lora_copy_dirs' must be a list of folders, got "
-                                 f"{_shown(value)}.")
-    folders = []
-    for item in value:
-        path = Path(item).expanduser()
-        if not path.is_absolute() or (path.exists() and not path.is_dir()):
-            raise TrainerConfigError(f"field 'lora_copy_dirs': {item!r} must be a folder given "
-                                     "by an absolute path.")
-        folders.append(path.resolve())
-    return tuple(folders)
-
-
-def _number_field(raw: dict[str, Any], name: str) -> float | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TrainerConfigError(f"field {name!r} must be a number, got {_shown(value)}.")
-    return float(value)
+    return f"{kind} {json.dumps(value, default=str)[:60]}"
 
 
 def config_for_user(user: UserFiles, *, base_model: Path, params: TrainParams, device: str = "auto",

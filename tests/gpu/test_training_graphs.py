@@ -31,7 +31,8 @@ def _graph_loop(checkpoint, tmp_path):
 
     torch.manual_seed(0)  # the same LoRA initialisation for every loop
     params = parse_params(TrainParams, {"resolution": 256, "rank": 8, "network_alpha": 8})
-    job = TrainerConfig("gpu-test", checkpoint, tmp_path, tmp_path / "out", params, device="cuda")
+    job = TrainerConfig(user_id="gpu-test", base_model=checkpoint, dataset_dir=tmp_path,
+                        output_dir=tmp_path / "out", params=params, device="cuda")
     models, components = load_training_models(job, device=torch.device("cuda"),
                                               dtype=torch.bfloat16)
     images = np.random.default_rng(0).integers(0, 255, (3, SIZE, SIZE, 3), dtype=np.uint8)
