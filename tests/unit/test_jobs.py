@@ -45,6 +45,19 @@ def test_jobs_run_in_order_from_their_stored_inputs(tmp_path):
     assert not (tmp_path / first.id / "photos").exists()  # a finished job's uploads are removed
 
 
+def test_a_finished_jobs_handle_is_released(tmp_path):
+    """Nothing keeps a finished job's handle (its record, progress, callbacks) alive."""
+    import gc
+    import weakref
+
+    seen = []
+    manager = manager_with(tmp_path, lambda handle: seen.append(weakref.ref(handle)) or {})
+    for _ in range(3):
+        assert manager.wait(manager.submit("train", ["a"]).id, timeout=10).state == "done"
+    gc.collect()
+    assert len(seen) == 3 and all(ref() is None for ref in seen)
+
+
 def test_a_job_queued_in_one_process_runs_in_the_next(tmp_path):
     queued = JobManager(tmp_path).submit("train", ["a"], inputs={"n": 7},
                                          files={"photos/x.jpg": b"x"})
