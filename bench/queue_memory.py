@@ -2,9 +2,9 @@
 
     python bench/queue_memory.py [--jobs 6] [--photos 12] [--photo-mb 4]
 
-Starts a real `python app.py` (tiny random-weight SD1.5, CPU) and posts `--jobs` trainings of
-`--photos` uploads each (noise JPEGs of about `--photo-mb` MB: phone-photo sizes) while the first
-job holds the worker, then prints the server's resident memory (VmRSS) after each submission
+Starts a real `python app.py` (tiny random-weight SD1.5, CPU), starts a long training of three
+real photos that holds the worker, then posts `--jobs` trainings of `--photos` uploads each
+(noise JPEGs of about `--photo-mb` MB: phone-photo sizes) that queue behind it, and prints the server's resident memory (VmRSS) after each submission
 and the bytes the queue holds on disk. Before uploads were spooled (one RAM copy per queued
 photo) RSS grew by the uploads' size: 756 -> 2 127 MB for 3 jobs of 20 phone photos.
 """
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "testdata" / "faces"
 sys.path.insert(0, str(REPO))
 SLOW_TRAINING = {"resolution": 256, "rank": 4, "network_alpha": 4, "max_train_steps": 400,
                  "val_and_checkpointing_steps": 400, "validation": False}
@@ -90,6 +91,11 @@ def main() -> None:
         work = Path(tmp)
         server, url = start_server(work)
         try:
+            holder = [("photos", (name, (FACES / name).read_bytes(), "image/jpeg"))
+                      for name in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+            httpx.post(f"{url}/train", timeout=300, files=holder, data={
+                "user_id": "holder", "params": json.dumps(SLOW_TRAINING)}).raise_for_status()
+            time.sleep(2.0)
             print(f"uploads per job: {args.photos} photos, {per_job:.0f} MB")
             print(f"{'queued':>6} {'server RSS MB':>14} {'queue on disk MB':>17}")
             print(f"{0:>6} {rss_mb(server.pid):>14.0f} {0.0:>17.0f}")
