@@ -243,33 +243,37 @@ def save_lora(
 
 def load_lora(path: str | PathLike[str]) -> LoRAFile:
     """Read and check a kohya LoRA file; `LoRAFormatError` names the file and what is wrong."""
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"LoRA file not found: {source}")
+    source = _existing(path)
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as error:  # the Rust reader raises its own class; any failure means unusable
-        raise LoRAFormatError(
-            f"{source}: not a readable safetensors file (truncated or corrupt?): {error}"
-        ) from error
+        raise _unreadable(source, error) from error
     modules = group_modules(tensors, source=str(source))
     return LoRAFile(path=source, tensors=tensors, metadata=metadata, modules=modules)
 
 
 def read_lora_metadata(path: str | PathLike[str]) -> dict[str, str]:
     """A LoRA file's metadata from its header alone (no tensor is read: cheap on any size)."""
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"LoRA file not found: {source}")
+    source = _existing(path)
     try:
         with safe_open(str(source), framework="pt", device="cpu") as handle:
             return dict(handle.metadata() or {})
     except Exception as error:  # the Rust reader raises its own class
-        raise LoRAFormatError(
-            f"{source}: not a readable safetensors file (truncated or corrupt?): {error}"
-        ) from error
+        raise _unreadable(source, error) from error
+
+
+def _existing(path: str | PathLike[str]) -> Path:
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {source}")
+    return source
+
+
+def _unreadable(source: Path, error: Exception) -> LoRAFormatError:
+    return LoRAFormatError(
+        f"{source}: not a readable safetensors file (truncated or corrupt?): {error}")
 
 
 def build_metadata(

@@ -86,9 +86,9 @@ class TrainerConfig(BaseModel):
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,2})?")
-CONFIG_FIELDS = tuple(params_schema(TrainerConfig)["properties"])
 MUST_BE = {name: spec["description"]  # English: the message is translated as a whole
            for name, spec in params_schema(TrainerConfig)["properties"].items()}
+CONFIG_FIELDS = tuple(MUST_BE)
 REQUIRED_FIELDS = ("user_id", "base_model", "dataset_dir", "output_dir")
 PATH_FIELDS = ("base_model", "dataset_dir", "output_dir", "cancel_file", "weights_dir",
                "workspace")
