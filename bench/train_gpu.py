@@ -17,6 +17,7 @@ configuration runs in its own process (clean peak-memory figures); the parent pr
              over --reference-steps optimizer steps and scaled to 800.
   steps      diagnosis: our optimizer step alone (CUDA graph), no job around it
   eager      diagnosis: the same step without the CUDA graph
+  profile    diagnosis: the GPU time of 5 eager steps by kernel and by kind of kernel
 `--weights` is a folder with the YuNet file (validation detects faces with it); identity
 embedding needs dlib (face_recognition_models). Random-weight outputs show no face, so each
 validation image costs one detection and no embedding.
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("job", "low_vram", "reference", "steps", "eager")
+MODES = ("job", "low_vram", "reference", "steps", "eager", "profile")
 DEFAULT_MODES = "job,low_vram,reference"
 LOW_VRAM_STEPS = 100
 TARGETS = {"job_s": 90.0, "steps_s": 40.0, "startup_s": 15.0, "peak_gib": 8.0,
@@ -109,12 +110,15 @@ def run_job(work: Path, checkpoint: Path, dataset: Path, *, name: str, overrides
 
 def phases(events: list[dict], launched: float, ended: float) -> dict:
     """Seconds per phase. Each event's arrival closes the phase that led to it: the time before
-    a `step` event is that optimizer step (the trainer syncs on its loss), before `checkpoint`
-    the save, before `validation` the validation."""
+    a `step` event is that optimizer step (the trainer syncs on its loss), before `validation`
+    the validation. Checkpoints are written on a thread while training goes on: their event
+    closes no phase (the copy off the GPU is in the next step's time; `parts_s` has both)."""
     start = next(e for e in events if e["event"] == "start")
-    spent = {"step": 0.0, "checkpoint": 0.0, "validation": 0.0}
+    spent = {"step": 0.0, "validation": 0.0}
     previous = start["arrived"]
     for event in events[events.index(start) + 1:]:
+        if event["event"] == "checkpoint":
+            continue
         if event["event"] in spent:
             spent[event["event"]] += event["arrived"] - previous
         previous = event["arrived"]
@@ -123,7 +127,8 @@ def phases(events: list[dict], launched: float, ended: float) -> dict:
     done = next(e for e in events if e["event"] == "done")
     steps = sum(1 for e in events if e["event"] == "step")
     validations = sum(1 for e in events if e["event"] == "validation")
-    last_before_done = events[events.index(done) - 1]["arrived"]
+    last_before_done = next(e for e in reversed(events[:events.index(done)])
+                            if e["event"] != "checkpoint")["arrived"]  # incl. the last write
     return {
         "job_s": round(ended - launched, 2),
         "startup_s": round(start["arrived"] - launched, 2),  # launch to the first step
@@ -131,7 +136,6 @@ def phases(events: list[dict], launched: float, ended: float) -> dict:
         "optimizer_steps": steps,
         "steps_s": round(spent["step"], 2),
         "s_per_step": round(spent["step"] / max(steps, 1), 4),
-        "checkpoints_s": round(spent["checkpoint"], 2),
         "validations": validations,
         "validations_s": round(spent["validation"], 2),
         "select_fuse_save_s": round(done["arrived"] - last_before_done, 2),
@@ -158,6 +162,14 @@ def job_child(config: Path) -> int:
     loading.load_sd15_checkpoint = _timed(loading.load_sd15_checkpoint, "load_sd15_checkpoint",
                                           timings)  # inside load_training_models
     lora_layers.inject_lora = _timed(lora_layers.inject_lora, "inject_lora", timings)
+    import easyphoto_train.checkpoints as checkpoints
+
+    run.snapshot_checkpoint = _timed(run.snapshot_checkpoint, "checkpoint_snapshots", timings)
+    checkpoints.CheckpointSnapshot.write = _timed(checkpoints.CheckpointSnapshot.write,
+                                                  "checkpoint_writes_on_the_thread", timings)
+    import easyphoto_train.output as output
+
+    output.final_lora_tensors = _timed(output.final_lora_tensors, "select_fuse", timings)
     stepper_of = run.make_stepper
     after_startup: dict[str, float] = {}
 
@@ -223,7 +235,9 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
                                   max_length=77, return_tensors="pt").input_ids
     loop = LoRATrainingLoop(models, latents, tokens, params,
                             micro_batch=micro_batch_size(params, device), seed=0)
-    stepper = loop if mode == "eager" else make_stepper(loop, EventWriter())
+    stepper = loop if mode in ("eager", "profile") else make_stepper(loop, EventWriter())
+    if mode == "profile":
+        return profile_steps(stepper)
     torch.cuda.synchronize()
     startup = time.perf_counter() - started
     timed = min(steps, 200 if mode == "steps" else 30)
@@ -238,6 +252,46 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     if hasattr(stepper, "timings"):  # the CUDA graph's warm-up and capture (in start-up)
         result.update({k: round(v, 2) for k, v in stepper.timings.items()})
     return result
+
+
+KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "sdpa")),
+                ("matmul", ("gemm", "nvjet", "cutlass", "sm90_", "cublas", "matmul")),
+                ("conv", ("conv", "implicit", "cudnn", "winograd", "dgrad", "wgrad")),
+                ("norm", ("norm",)),
+                ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "copy",
+                                 "cat", "index", "fill")))
+
+
+def profile_steps(loop, steps: int = 5) -> dict:
+    """Where an eager step's GPU time goes, by kernel kind (the graph replays these kernels)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        loop.step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            loop.step()
+        torch.cuda.synchronize()
+    kinds: dict[str, float] = {}
+    kernels = []
+    for item in prof.key_averages():
+        total = getattr(item, "self_device_time_total", None)
+        total = item.self_cuda_time_total if total is None else total
+        if total <= 0:
+            continue
+        name = item.key.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + total / steps / 1000
+        kernels.append((total / steps / 1000, item.count // steps, kind, item.key[:90]))
+    kernels.sort(reverse=True)
+    for ms, count, kind, name in kernels[:30]:
+        print(f"  {ms:7.2f} ms/step  {count:5d}x  {kind:11s} {name}", flush=True)
+    gpu_ms = sum(kinds.values())
+    return {"mode": "profile", "s_per_step": round(gpu_ms / 1000, 4), "steps_s": gpu_ms * 0.8,
+            "startup_s": float("nan"), "gpu_ms_per_step": round(gpu_ms, 2),
+            "by_kind_ms": {k: round(v, 2) for k, v in sorted(kinds.items(), key=lambda x: -x[1])}}
 
 
 # --- the reference ----------------------------------------------------------------------------
@@ -388,6 +442,8 @@ def run_mode(mode: str, work: Path, checkpoint: Path, dataset: Path, args) -> di
     line = next((x for x in output.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"\n{output.stdout[-3000:]}\n{output.stderr[-3000:]}")
+    if mode == "profile":  # its kernel table
+        print("\n".join(x for x in output.stdout.splitlines() if x.startswith("  ")))
     return json.loads(line[len("RESULT "):])
 
 
@@ -418,7 +474,7 @@ def report(results: dict) -> None:
         print(f"default job: {job['job_s']} s launch to exit = start-up {job['startup_s']} s "
               f"({job.get('parts_s')}) + {job['optimizer_steps']} steps "
               f"{job['steps_s']} s + {job['validations']} validations {job['validations_s']} s "
-              f"+ checkpoints {job['checkpoints_s']} s + select/fuse/save "
+              f"+ select/fuse/save "
               f"{job['select_fuse_save_s']} s + exit {job['exit_s']} s")
         checks = [("whole job", job["job_s"], TARGETS["job_s"]),
                   ("steps", job["steps_s"], TARGETS["steps_s"]),

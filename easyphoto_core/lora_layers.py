@@ -104,14 +104,20 @@ class LoRALayer(nn.Module):
         out = self.base(x, *args, **kwargs)
         hidden = self.dropout(x) if self.dropout is not None else x
         # fp32 LoRA weights on a bf16/fp16 base: compute in the activations' dtype; the cast is
-        # differentiable, so the fp32 master weights still get their gradients.
+        # differentiable, so the fp32 master weights still get their gradients. The scale goes
+        # on the [out, r] up weight, not on the activations: per layer and pass one tiny op
+        # instead of an activation-sized multiply (forward and backward).
         hidden = self._project(hidden, self.lora_down.weight.to(hidden.dtype))
-        hidden = self._project(hidden, self.lora_up.weight.to(hidden.dtype))
-        # A 0-dim float32 tensor does not promote bf16/fp16 activations.
-        return out + hidden * self.scale
+        up = (self.lora_up.weight * self.scale).to(hidden.dtype)
+        return self._add_projection(out, hidden, up)
 
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _add_projection(self, out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor
+                        ) -> torch.Tensor:
+        """out + project(hidden, weight)."""
+        return out + self._project(hidden, weight)
 
 
 
@@ -129,6 +135,14 @@ class LoRALinear(LoRALayer):
 
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
+
+    def _add_projection(self, out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor
+                        ) -> torch.Tensor:
+        # the add happens inside the matrix product (addmm's beta = 1): no separate pass over
+        # the activations, and its backward hands the gradient through without a kernel
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), hidden.reshape(-1, hidden.shape[-1]),
+                           weight.t())
+        return flat.view(out.shape)
 
 
 class LoRAConv1x1(LoRALayer):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +68,69 @@ def keep_selected(checkpoints: list[Checkpoint], steps: list[int]) -> None:
             checkpoint.lora_path.unlink(missing_ok=True)
 
 
-def save_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Tensor],
-                    metadata: dict[str, str], optimizer: torch.optim.Optimizer,
-                    parameter_names: dict[int, str]) -> Checkpoint:
-    """Optimizer state first, LoRA last: a LoRA file present means its checkpoint is complete."""
-    checkpoint = Checkpoint(step, checkpoint_path(directory, step))
+@dataclass(frozen=True)
+class CheckpointSnapshot:
+    """A checkpoint's tensors copied to the CPU: training may go on while it is written."""
+
+    checkpoint: Checkpoint
+    lora_tensors: dict[str, torch.Tensor]
+    lora_metadata: dict[str, str]
+    moments: dict[str, torch.Tensor]
+    optimizer_metadata: dict[str, str]
+
+    def write(self) -> None:
+        """Optimizer state first, LoRA last; each file atomic."""
+        atomic_save_with(self.checkpoint.optimizer_path, lambda tmp: save_file(
+            self.moments, str(tmp), metadata=self.optimizer_metadata))
+        save_lora(self.checkpoint.lora_path, self.lora_tensors, self.lora_metadata)
+
+
+def snapshot_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Tensor],
+                        metadata: dict[str, str], optimizer: torch.optim.Optimizer,
+                        parameter_names: dict[int, str]) -> CheckpointSnapshot:
+    """What the checkpoint of `step` holds, off the device now: the next optimizer step changes
+    the moments in place. `lora_tensors` must be a copy already (`state_dict_kohya` makes one)."""
     moments, optimizer_meta = _optimizer_tensors(optimizer, parameter_names)
     optimizer_meta["step"] = str(step)
-    atomic_save_with(checkpoint.optimizer_path,
-                     lambda tmp: save_file(moments, str(tmp), metadata=optimizer_meta))
-    save_lora(checkpoint.lora_path, lora_tensors, metadata)  # kohya keys checked, atomic
-    return checkpoint
+    lora = {k: v.to("cpu") for k, v in lora_tensors.items()}
+    return CheckpointSnapshot(Checkpoint(step, checkpoint_path(directory, step)), lora,
+                              dict(metadata), moments, optimizer_meta)
+
+
+class CheckpointWriter:
+    """Writes checkpoints on one worker thread while training goes on.
+
+    Why: serialising and writing ~0.9 GB (rank 128: LoRA + AdamW moments) took 1.4 s per
+    checkpoint on the H200, 11 s of a default run's 124 s, with the GPU idle. One write at a
+    time, in order; `wait()` returns when every submitted checkpoint is on disk and raises the
+    error that stopped one (a full disk), so a run never selects, resumes from or reports a
+    checkpoint that is not complete.
+    """
+
+    def __init__(self, on_written: Callable[[Checkpoint], None]) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoints")
+        self._pending: Future | None = None
+        self._on_written = on_written
+
+    def submit(self, snapshot: CheckpointSnapshot) -> Checkpoint:
+        self.wait()  # the previous one's error surfaces before more work is queued
+        self._pending = self._executor.submit(self._write, snapshot)
+        return snapshot.checkpoint
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the write in progress, raising nothing: on the way out of a failed run the
+        run's own error is the one to report."""
+        self._executor.shutdown(wait=True)
+
+    def _write(self, snapshot: CheckpointSnapshot) -> None:
+        snapshot.write()
+        drop_older_optimizer_states(snapshot.checkpoint.lora_path.parent, snapshot.checkpoint)
+        self._on_written(snapshot.checkpoint)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameter_names: dict[int, str]

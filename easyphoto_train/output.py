@@ -54,22 +54,24 @@ def select_checkpoints(checkpoints: list[Checkpoint], validations: dict[int, Val
     return Selection([c.step for c in chosen], score, face_id_source=face_id, notes=notes)
 
 
-def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank: int
-                       ) -> tuple[dict[str, Any], float | None]:
-    """One checkpoint's tensors as they are, or the ΔW fusion of several (with its error)."""
+def final_lora_tensors(checkpoints: list[Checkpoint], selection: Selection, rank: int, *,
+                       device: Any = "cpu") -> tuple[dict[str, Any], float | None]:
+    """One checkpoint's tensors as they are, or the ΔW fusion of several (with its error).
+
+    The fusion's QR/SVDs (264 modules at rank 128) run on the training device, not the CPU."""
     by_step = {c.step: c for c in checkpoints}
     if len(selection.steps) == 1:
         return read_checkpoint_lora(by_step[selection.steps[0]]), None
     from easyphoto_core.lora_format import fuse_loras
 
     loras = [read_checkpoint_lora(by_step[step]) for step in selection.steps]
-    fused, report = fuse_loras(loras, weights=None, rank=rank)
+    fused, report = fuse_loras(loras, weights=None, rank=rank, device=device)
     return fused, float(report.relative_error)
 
 
 def finish_run(config: TrainerConfig, checkpoints: list[Checkpoint], *,
                validations: dict[int, ValidationRecord], events: EventWriter,
-               seconds: float, base_model_hash: str) -> Path:
+               seconds: float, base_model_hash: str, device: Any = "cpu") -> Path:
     from easyphoto_core.lora_format import FINAL_SAVE_DTYPE, build_metadata, save_lora
 
     if not checkpoints:
@@ -77,7 +79,8 @@ def finish_run(config: TrainerConfig, checkpoints: list[Checkpoint], *,
     params = config.params
     selection = select_checkpoints(checkpoints, validations, mode=params.lora_selection,
                                    top_k=params.fusion_top_k)
-    tensors, selection.fusion_error = final_lora_tensors(checkpoints, selection, params.rank)
+    tensors, selection.fusion_error = final_lora_tensors(checkpoints, selection, params.rank,
+                                                         device=device)
     files = config.user_files
     lora_name = files.lora_name
     metadata = build_metadata(

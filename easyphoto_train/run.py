@@ -15,11 +15,12 @@ from easyphoto_core.workspace import atomic_write_json
 from easyphoto_train.cancel import CancelToken
 from easyphoto_train.checkpoints import (
     Checkpoint,
-    drop_older_optimizer_states,
+    CheckpointSnapshot,
+    CheckpointWriter,
     list_checkpoints,
     load_optimizer_state,
     read_checkpoint_lora,
-    save_checkpoint,
+    snapshot_checkpoint,
 )
 from easyphoto_train.engine import LoRATrainingLoop, TrainingModels, encode_latents
 from easyphoto_train.output import ValidationRecord, finish_run
@@ -64,10 +65,16 @@ def run_training(config: TrainerConfig, events: EventWriter, cancel: CancelToken
     events.emit("start", total_steps=state.total_steps, start_step=state.start_step,
                 photos=int(images.shape[0]), device=str(device), dtype=str(dtype).split(".")[-1],
                 startup_seconds=round(time.perf_counter() - started, 2), pid=os.getpid())
-    _optimise(config, loop, state, events, cancel, validator, stepper)
+    writer = CheckpointWriter(on_written=lambda checkpoint: events.emit(
+        "checkpoint", step=checkpoint.step, path=str(checkpoint.lora_path)))
+    try:
+        _optimise(config, loop, state, events, cancel, validator, stepper, writer)
+        writer.wait()  # selection reads the checkpoints back
+    finally:
+        writer.close()
     return finish_run(config, state.checkpoints, validations=state.validations, events=events,
                       seconds=time.perf_counter() - started,
-                      base_model_hash=legacy_model_hash(config.base_model))
+                      base_model_hash=legacy_model_hash(config.base_model), device=device)
 
 
 def _prepare_state(config: TrainerConfig, loop: LoRATrainingLoop, photo_count: int) -> RunState:
@@ -153,11 +160,12 @@ def _validator(config: TrainerConfig, components, events: EventWriter, *, device
 
 
 def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
-              cancel: CancelToken, validator, stepper) -> None:
+              cancel: CancelToken, validator, stepper, writer: CheckpointWriter) -> None:
     every = config.params.val_and_checkpointing_steps
     timer_start, timed_steps = time.perf_counter(), 0
     while loop.step_count < state.total_steps:
         if cancel.requested:
+            writer.wait()  # the checkpoint a resume starts from is complete on disk
             raise Cancelled(loop.step_count, state.checkpoints[-1] if state.checkpoints else None)
         loss = stepper.step()
         timed_steps += 1
@@ -166,7 +174,7 @@ def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, ev
                     loss=round(loss, 6), seconds_per_step=round(per_step, 4),
                     eta_seconds=round(per_step * (state.total_steps - loop.step_count), 1))
         if loop.step_count % every == 0 or loop.step_count == state.total_steps:
-            state.checkpoints.append(_checkpoint(config, loop, events))
+            state.checkpoints.append(writer.submit(_snapshot(config, loop)))
             if validator is not None:
                 record = validator.validate(loop.step_count, config.validation_dir)
                 state.validations[loop.step_count] = record
@@ -175,16 +183,12 @@ def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, ev
                             mean_score=round(record.mean_score, 4), images=record.images)
 
 
-def _checkpoint(config: TrainerConfig, loop: LoRATrainingLoop, events: EventWriter) -> Checkpoint:
-    network = loop.models.network
-    checkpoint = save_checkpoint(
-        config.checkpoints_dir, loop.step_count, network.state_dict_kohya(),
+def _snapshot(config: TrainerConfig, loop: LoRATrainingLoop) -> CheckpointSnapshot:
+    return snapshot_checkpoint(
+        config.checkpoints_dir, loop.step_count, loop.models.network.state_dict_kohya(),
         {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": config.user_id},
         loop.optimizer, _parameter_names(loop.models),
     )
-    drop_older_optimizer_states(config.checkpoints_dir, checkpoint)
-    events.emit("checkpoint", step=checkpoint.step, path=str(checkpoint.lora_path))
-    return checkpoint
 
 
 def _parameter_names(models: TrainingModels) -> dict[int, str]:

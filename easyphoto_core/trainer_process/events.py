@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from enum import IntEnum
 from typing import Any, TextIO
@@ -34,14 +35,16 @@ class EventWriter:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream: TextIO | None = stream or sys.stdout
+        self._lock = threading.Lock()  # checkpoints are reported from their writer thread
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         if self.stream is None:
             return record
         try:
-            self.stream.write(json.dumps(record, default=str) + "\n")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write(json.dumps(record, default=str) + "\n")
+                self.stream.flush()
         except (BrokenPipeError, ValueError, OSError):
             # the reader is gone (its process died): keep training to the next stop, silently
             self.stream = None
