@@ -301,7 +301,13 @@ def main() -> None:
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--skip-profile", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="CPU dry run: tiny models, small sizes")
+    parser.add_argument("--no-cudnn-attention", action="store_true",
+                        help="PyTorch's flash attention instead of cuDNN's (first-call time)")
     args = parser.parse_args()
+    if args.no_cudnn_attention:
+        import torch
+
+        torch.backends.cuda.enable_cudnn_sdp(False)
     passes = {"first": FIRST, "second": SECOND, "template": TWO_PERSON_TEMPLATE}
     device, dtype = torch.device("cuda"), torch.float16
     if args.tiny:  # the same steps and strengths at an eighth of the area

@@ -6,7 +6,6 @@ are drawn there), so the same step can later be captured in a CUDA graph.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -107,16 +106,14 @@ class LoRATrainingLoop:
         clean, noise, timesteps = self._sample_batch()
         alpha_bar = models.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-        # no autocast object at all off CUDA: torch 2.1.2 (A1111's) sets the CPU autocast dtype
-        # even when disabled, and raises for float32 ("AutocastCPU only support Bfloat16")
-        autocast = (torch.autocast("cuda", dtype=models.dtype)
-                    if models.device.type == "cuda" and models.dtype != torch.float32
-                    else contextlib.nullcontext())
-        with autocast:
-            # one caption for every image: encode it once and share it across the batch
-            hidden = models.text_encoder(self.token_ids)[0]
-            hidden = hidden.expand(self.micro_batch, -1, -1)
-            prediction = models.unet(noisy.to(models.dtype), timesteps, hidden).sample
+        # No autocast: the frozen weights are already in the compute dtype and the LoRA layers
+        # cast their fp32 master weights themselves. Under autocast every GroupNorm and
+        # LayerNorm ran in fp32 with a cast in and out (about 1,000 casts per step on the H200's
+        # eager profile, bench/train_gpu.py --modes profile); bf16 norms keep fp32 statistics.
+        # one caption for every image: encode it once and share it across the batch
+        hidden = models.text_encoder(self.token_ids)[0]
+        hidden = hidden.expand(self.micro_batch, -1, -1)
+        prediction = models.unet(noisy.to(models.dtype), timesteps, hidden).sample
         return F.mse_loss(prediction.float(), noise, reduction="mean")
 
     def step(self) -> float:

@@ -174,13 +174,16 @@ def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, ev
                     loss=round(loss, 6), seconds_per_step=round(per_step, 4),
                     eta_seconds=round(per_step * (state.total_steps - loop.step_count), 1))
         if loop.step_count % every == 0 or loop.step_count == state.total_steps:
-            state.checkpoints.append(writer.submit(_snapshot(config, loop)))
+            # validation first: its first call captures CUDA graphs, and a capture fails when
+            # another thread touches CUDA meanwhile (seen with the write running beside it)
             if validator is not None:
                 record = validator.validate(loop.step_count, config.validation_dir)
                 state.validations[loop.step_count] = record
-                save_validations(config.checkpoints_dir, state.validations)  # for --resume
                 events.emit("validation", step=record.step, scores=record.scores,
                             mean_score=round(record.mean_score, 4), images=record.images)
+            state.checkpoints.append(writer.submit(_snapshot(config, loop)))
+            if validator is not None:  # for --resume, which keeps the checkpoints' validations
+                save_validations(config.checkpoints_dir, state.validations)
 
 
 def _snapshot(config: TrainerConfig, loop: LoRATrainingLoop) -> CheckpointSnapshot:
