@@ -10,7 +10,6 @@ configuration runs in its own process (clean peak-memory figures); the parent pr
              encoder, a checkpoint + validation (4 templates) every 100 steps, selection /
              fusion, save. Timed from the launch to the process's exit; the phases are read
              off the trainer's own JSON events as they arrive.
-  job_flash  diagnosis: the job with cuDNN's attention off (PyTorch's flash attention instead)
   low_vram   the same job with Low VRAM on, 100 steps (one checkpoint + validation): its
              figure is the peak memory; per step it costs what gradient checkpointing costs.
   reference  the loop of diffusers' train_dreambooth_lora.py with peft LoRA on the same
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("job", "job_flash", "low_vram", "reference", "steps", "eager", "profile")
+MODES = ("job", "low_vram", "reference", "steps", "eager", "profile")
 DEFAULT_MODES = "job,low_vram,reference"
 LOW_VRAM_STEPS = 100
 TARGETS = {"job_s": 90.0, "steps_s": 40.0, "startup_s": 15.0, "peak_gib": 8.0,
@@ -88,7 +87,6 @@ def run_job(work: Path, checkpoint: Path, dataset: Path, *, name: str, overrides
     config = work / f"job-{name}.json"
     job.save(config)
     command = [sys.executable, __file__, "--job-child", str(config)]
-    command += ["--no-cudnn-attention"] if name == "job_flash" else []
     launched = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=REPO)
@@ -392,14 +390,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="CPU dry run: tiny models, 256 px, a few steps")
     parser.add_argument("--job-child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--no-cudnn-attention", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.no_cudnn_attention:
-        import torch
-
-        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.job_child:
         sys.exit(job_child(args.job_child))
     if args.mode:  # child process for one of the in-process modes
@@ -435,7 +428,7 @@ def main() -> None:
 
 def run_mode(mode: str, work: Path, checkpoint: Path, dataset: Path, args) -> dict:
     device, resolution = ("cpu", 256) if args.tiny else ("cuda", 512)
-    if mode in ("job", "job_flash", "low_vram"):
+    if mode in ("job", "low_vram"):
         overrides = {"low_vram": mode == "low_vram", "resolution": resolution}
         if mode == "low_vram":
             overrides["max_train_steps"] = LOW_VRAM_STEPS

@@ -28,6 +28,7 @@ from easyphoto_train.setup import (
     legacy_model_hash,
     load_dataset_images,
     load_training_models,
+    prefer_flash_attention,
     resolve_device,
 )
 
@@ -50,6 +51,8 @@ def run_training(config: TrainerConfig, events: EventWriter, cancel: CancelToken
     """Train; return the final LoRA path. Raises Cancelled, or the error that stopped it."""
     started = time.perf_counter()
     device, dtype = resolve_device(config.device, config.params.mixed_precision)
+    if device.type == "cuda":
+        prefer_flash_attention()
     images = load_dataset_images(config.dataset_dir, config.params.resolution)
     models, components = load_training_models(config, device=device, dtype=dtype)
     latents = encode_latents(components.vae, images, device=device, dtype=dtype)

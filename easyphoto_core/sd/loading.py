@@ -294,7 +294,8 @@ def _load_component(
             mismatched.append(f"{prefix + ldm_key} {list(tensor.shape)} (expected {list(want)})")
             continue
         target_dtype = context.dtype if tensor.is_floating_point() else tensor.dtype
-        loaded[diffusers_key] = tensor.to(device=context.device, dtype=target_dtype)
+        # to the device first, cast there: torch casts a CPU-to-GPU copy on the CPU
+        loaded[diffusers_key] = tensor.to(device=context.device).to(dtype=target_dtype)
     unexpected = [key for key in tensors if key.startswith(prefix) and not _is_ignored(key)]
     _raise_on_problems(component, missing, unexpected, mismatched, context)
     result = model.load_state_dict(loaded, strict=False, assign=True)

@@ -204,6 +204,8 @@ def random_lora(names_shapes: dict[str, tuple[int, int, bool]], *, rank: int, al
 SMALL_MODULES = {
     "lora_unet_down_blocks_0_attentions_0_proj_in": (24, 20, True),
     "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": (20, 20, False),
+    # to_k has to_q's shape: fusion decomposes the two in one batch
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k": (20, 20, False),
     "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_ff_net_0_proj": (48, 20, False),
     "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (16, 16, False),
 }
