@@ -39,10 +39,15 @@ def banner(context: Any) -> gr.Markdown:
     return block
 
 
-def refresh(context: Any) -> Any:
-    """The banner's update for a page load."""
+def refresh(context: Any) -> tuple[Any, Any, Any]:
+    """Updates for a page load: the banner, the downloads panel and its model choice. The tab is
+    built before some hosts know their checkpoint (Forge fills its loading parameters after
+    the extensions' tabs), so what was missing at build time is asked again here."""
     items = context.missing_models()
-    return gr.update(value=banner_markdown(items), visible=bool(items))
+    names = [item["name"] for item in items]
+    return (gr.update(value=banner_markdown(items), visible=bool(items)),
+            gr.update(visible=bool(items), open=bool(items)),
+            gr.update(choices=names, value=names[0] if names else None))
 
 
 # --- fetching what is missing: registry download (progress, cancel) or an existing file -------
@@ -149,12 +154,13 @@ def use_existing_handler(context: Any) -> Callable[[str, str], tuple[Any, Any]]:
     return handler
 
 
-def downloads_panel(context: Any, banner_block: Any) -> None:
+def downloads_panel(context: Any, banner_block: Any) -> tuple[Any, Any]:
     """Under the banner: pick a missing model, download it (progress, Cancel) or point at a
-    file. Shown only when something is missing."""
+    file. Shown only when something is missing. Returns the panel and its model choice (a page
+    load refreshes both)."""
     items = context.missing_models()
     with gr.Accordion(gettext("Get the missing models"), open=bool(items), visible=bool(items),
-                      elem_id="easyphoto-first-run-downloads"):
+                      elem_id="easyphoto-first-run-downloads") as panel:
         with gr.Row():
             choice = gr.Dropdown(choices=[item["name"] for item in items],
                                  value=items[0]["name"] if items else None,
@@ -172,3 +178,4 @@ def downloads_panel(context: Any, banner_block: Any) -> None:
     stop.click(lambda: downloads.cancel.set(), inputs=[], outputs=[], **compat.quick())
     use.click(use_existing_handler(context), inputs=[choice, existing],
               outputs=[status, banner_block], **compat.quick())
+    return panel, choice

@@ -35,19 +35,26 @@ def _safe_stem(name: str) -> str:
     return (stem or "template")[:64]
 
 
-def add_template(context: StudioContext, source: Path, name: str | None = None) -> Path:
-    """Store an uploaded image in the workspace's templates folder (as PNG, EXIF orientation
-    applied); a new name when one is taken. Raises ValueError when it is not an image."""
+def add_template(context: StudioContext, source: Path | Image.Image, name: str | None = None
+                 ) -> Path:
+    """Store an uploaded image (a file, or the template input's image) in the workspace's
+    templates folder (as PNG, EXIF orientation applied); a new name when one is taken. Raises
+    ValueError when it is not an image."""
     from PIL import ImageOps
 
-    try:
-        with Image.open(source) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{name or source.name} is not an image ({error})") from None
+    if isinstance(source, Image.Image):
+        image = ImageOps.exif_transpose(source).convert("RGB")
+        name = name or "template.png"  # gradio hands the image over without its file name
+    else:
+        try:
+            with Image.open(source) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{name or source.name} is not an image ({error})") from None
+        name = name or source.name
     image.thumbnail((MAX_TEMPLATE_SIDE, MAX_TEMPLATE_SIDE))
     folder = templates_dir(context)
-    stem = _safe_stem(name or source.name)
+    stem = _safe_stem(name)
     target = folder / f"{stem}.png"
     number = 2
     while target.exists():

@@ -43,7 +43,7 @@ def build_ui(context: StudioContext) -> gr.Blocks:
     with gr.Blocks(analytics_enabled=False, title="EasyPhoto") as blocks:
         gr.HTML(_style(), visible=True, elem_id="easyphoto_style")
         missing = first_run.banner(context)  # above the tabs: what a first portrait needs
-        first_run.downloads_panel(context, missing)  # download (progress, cancel) or a path
+        downloads = first_run.downloads_panel(context, missing)  # download, or a path
         with gr.Tab(text("tab_train"), elem_id="easyphoto_train_tab"):
             train = ui_train.build_train_tab(context)
         with gr.Tab(text("tab_generate"), elem_id="easyphoto_generate_tab"):
@@ -52,7 +52,8 @@ def build_ui(context: StudioContext) -> gr.Blocks:
             gr.JSON(value=context.describe(), label="EasyPhoto")
         jobs_table, _ = ui_jobs.build_jobs_panel(context)
         _wire(context, blocks, train, generate, jobs_table)
-        blocks.load(functools.partial(first_run.refresh, context), inputs=[], outputs=missing,
+        blocks.load(functools.partial(first_run.refresh, context), inputs=[],
+                    outputs=[missing, *downloads],
                     **compat.quick())
     return blocks
 

@@ -56,7 +56,10 @@ def build_generate_tab(context: StudioContext) -> GenerateTab:
             gallery = compat.gallery(label=text("templates"), elem_id="easyphoto_template_gallery",
                                      value=gallery_items(context), columns=5, height=220,
                                      allow_preview=False)
-            template = gr.Image(label=text("template"), type="filepath", height=320,
+            # an image, not a file path: Forge replaces gradio's save_pil_to_cache with a
+            # function that lacks gradio 4's `name=`, so every type="filepath" image input
+            # fails there before our handler runs (seen in Forge dfdcbab6)
+            template = gr.Image(label=text("template"), type="pil", height=320,
                                 elem_id="easyphoto_template")
             add = gr.Button(text("add_template"), size="sm", elem_id="easyphoto_add_template")
             with gr.Accordion(text("batch"), open=False, elem_id="easyphoto_batch_accordion"):
@@ -102,8 +105,11 @@ def gallery_items(context: StudioContext) -> list[views.GalleryItem]:
     return [(views.thumbnail(path, 384), path.stem) for path in templates.list_templates(context)]
 
 
-def read_template(path: Path | str) -> np.ndarray:
-    with Image.open(path) as opened:
+def read_template(source: Path | str | Image.Image) -> np.ndarray:
+    """RGB pixels of a template file or of the template input's image, EXIF orientation applied."""
+    if isinstance(source, Image.Image):
+        return np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
+    with Image.open(source) as opened:
         return np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
 
 
@@ -156,16 +162,12 @@ def select_template(context: StudioContext):
 
 
 def template_changed(context: StudioContext):
-    def handler(path: str | None, *current: str) -> list[Any]:
-        if not path:
+    def handler(image: Image.Image | None, *current: str) -> list[Any]:
+        if image is None:
             return [text("choose_template"), *dropdown_updates(context, 1, list(current))]
-        return _faces_outputs(context, Path(path), list(current))
+        return _faces_count_outputs(context, read_template(image), list(current))
 
     return handler
-
-
-def _faces_outputs(context: StudioContext, path: Path, current: list[str]) -> list[Any]:
-    return _faces_count_outputs(context, read_template(path), current)
 
 
 def _faces_count_outputs(context: StudioContext, image: np.ndarray, current: list[str]
@@ -176,11 +178,11 @@ def _faces_count_outputs(context: StudioContext, image: np.ndarray, current: lis
 
 
 def add_handler(context: StudioContext):
-    def handler(path: str | None) -> tuple[Any, str]:
-        if not path:
+    def handler(image: Image.Image | None) -> tuple[Any, str]:
+        if image is None:
             return gr.update(), text("choose_template")
         try:
-            added = templates.add_template(context, Path(path))
+            added = templates.add_template(context, image)
         except ValueError as error:
             return gr.update(), str(error)
         return gallery_items(context), text("template_added", name=added.name)
@@ -201,9 +203,10 @@ def chosen_user_ids(values: tuple[str, ...] | list[str], visible: int = MAX_FACE
 
 
 def generate_handler(context: StudioContext, names: list[str]):
-    def handler(template: str | None, batch: Any, *values: Any) -> Iterator[tuple[Any, ...]]:
+    def handler(template: Image.Image | None, batch: Any, *values: Any
+                ) -> Iterator[tuple[Any, ...]]:
         user_values, param_values = values[:MAX_FACES], values[MAX_FACES:]
-        sources = [Path(template)] if template else []
+        sources: list[Image.Image | Path] = [template] if template is not None else []
         sources += compat.file_paths(batch)
         user_ids = chosen_user_ids(user_values)
         try:

@@ -226,8 +226,13 @@ class ForgeHost:
         selected = getattr(data, "forge_loading_parameters", {}).get("checkpoint_info")
         if selected is not None:
             return _checkpoint_file(selected)
-        loaded = getattr(data, "sd_model", None)
-        return _checkpoint_file(getattr(loaded, "sd_checkpoint_info", None))
+        loaded = _checkpoint_file(getattr(getattr(data, "sd_model", None),
+                                          "sd_checkpoint_info", None))
+        if loaded is not None:
+            return loaded
+        # our tab is built before main_entry fills the loading parameters: the checkpoint the
+        # settings select, found without loading it
+        return _checkpoint_file(sd_models.select_checkpoint())
 
     def hand_over_gpu(self) -> Callable[[], None]:
         from modules import sd_models

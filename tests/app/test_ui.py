@@ -3,6 +3,8 @@ what it shows for a job record, and the handlers' answers to bad input."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 gr = pytest.importorskip("gradio")
@@ -177,3 +179,31 @@ def test_user_id_slots_setting_caps_the_dropdowns(tmp_path):
     slots["user_id_slots"] = 5  # changed in the host's settings: read again
     visible = [update.get("visible") for update in dropdown_updates(context, 4)]
     assert visible == [True] * 4 + [False] * (MAX_FACES - 4)
+
+
+@pytest.mark.skipif(gr.__version__.startswith("3."), reason="Forge runs gradio 4+; gradio 3's "
+                    "image input has no save_pil_to_cache to replace")
+def test_the_template_input_works_where_forge_replaces_gradios_image_cache(
+        context, blocks, monkeypatch, faces_dir):
+    """Forge (modules/ui_tempdir.py) installs save_pil_to_file(pil_image, cache_dir=None,
+    format="png") as gradio's save_pil_to_cache: no `name=`, so a type="filepath" image input
+    raised TypeError on every upload there and the Generate tab could not generate."""
+    import gradio.processing_utils as processing_utils
+    from gradio.data_classes import ImageData
+    from PIL import Image
+
+    from easyphoto_app import templates
+
+    def forge_save_pil_to_file(pil_image, cache_dir=None, format="png"):  # Forge's signature
+        return str(Path(cache_dir or ".") / "saved.png")
+
+    monkeypatch.setattr(processing_utils, "save_pil_to_cache", forge_save_pil_to_file)
+    template = next(b for b in _walk(blocks, []) if getattr(b, "elem_id", None) ==
+                    "easyphoto_template")
+    photo = faces_dir / "obama.jpg"
+    image = template.preprocess(ImageData(path=str(photo), orig_name=photo.name))
+    with Image.open(photo) as original:
+        assert image.size == original.size
+    added = templates.add_template(context, image)
+    with Image.open(added) as stored:
+        assert added.name == "template.png" and stored.size == image.size

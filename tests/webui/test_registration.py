@@ -67,12 +67,16 @@ def test_tab_is_named_easyphoto(host):
     assert type(blocks).__name__ == "Blocks"
 
 
-def test_start_up_loads_no_checkpoint_yet_names_the_selected_one(host, tmp_path):
+def test_start_up_loads_no_checkpoint_yet_names_the_selected_one(host, tmp_path, monkeypatch):
     """Building the tab and the routes must not load the host's model (A1111's shared.sd_model
-    loads it when read); /version still names the checkpoint the host will use."""
+    loads it when read); /version still names the checkpoint the host will use. Forge builds
+    the extensions' tabs before main_entry fills its loading parameters (seen in a real Forge:
+    the tab offered to download the checkpoint it had)."""
     from modules import sd_models
 
     _, registered, _ = host
+    if hasattr(sd_models.model_data, "forge_loading_parameters"):
+        monkeypatch.setattr(sd_models.model_data, "forge_loading_parameters", {})
     registered["ui_tabs"][0]()
     client = _routes(registered)
     body = client.get("/easyphoto/v1/version", headers=_basic("alice:s3cr:et")).json()
