@@ -37,7 +37,8 @@ run_tests() {
     "$venv/bin/ruff" check .
     # Each suite has its own temp folder and screenshots (the two may run side by side). The
     # slowest tests are printed: CI must stay under 20 min for both suites.
-    EASYPHOTO_SCREENSHOTS="$PWD/tests/artifacts/$name" "$venv/bin/python" -m pytest -q -rf \
+    EASYPHOTO_TEST_SUITE="$name" EASYPHOTO_SCREENSHOTS="$PWD/tests/artifacts/$name" \
+        "$venv/bin/python" -m pytest -q -rf \
         --durations=25 --basetemp="$PWD/.pytest-tmp-$name" "$@" "${PYTEST_ARGS[@]}"
 }
 
