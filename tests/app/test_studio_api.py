@@ -3,8 +3,10 @@ template, on the tiny random-weight models (the real trainer subprocess and pipe
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
 
 import pytest
 
@@ -63,6 +65,22 @@ def test_train_then_generate_through_the_api(client, trained, faces_dir):
     png = client.get(f"/easyphoto/v1/jobs/{painted['id']}/image")
     assert png.status_code == 200
     assert Image.open(io.BytesIO(png.content)).size == Image.open(faces_dir / "biden.jpg").size
+
+
+@pytest.mark.skipif(os.environ.get("EASYPHOTO_TEST_SUITE") == "newest",
+                    reason="its clients call an AUTOMATIC1111 host: the A1111 suite paints it")
+def test_sd_webui_easyphotos_infer_route_paints_a_trained_user(client, trained, faces_dir):
+    """Its clients send base64 templates with its field names and get base64 PNGs back."""
+    assert trained["state"] == "done", trained["message"]
+    template = base64.b64encode((faces_dir / "biden.jpg").read_bytes()).decode("ascii")
+    answer = client.post("/easyphoto/easyphoto_infer_forward", json={
+        "user_ids": ["obama"], "init_image": template, "first_diffusion_steps": 1,
+        "second_diffusion_steps": 1, "seed": 5, "tabs": 1})  # its fields have no resolution
+    body = answer.json()
+    assert answer.status_code == 200, body
+    assert body["message"] == "Success" and len(body["outputs"]) == 1
+    portrait = Image.open(io.BytesIO(base64.b64decode(body["outputs"][0])))
+    assert portrait.size == Image.open(faces_dir / "biden.jpg").size
 
 
 def test_bad_requests_say_what_is_wrong(client, faces_dir):
