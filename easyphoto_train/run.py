@@ -180,6 +180,7 @@ def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, ev
             # validation first: its first call captures CUDA graphs, and a capture fails when
             # another thread touches CUDA meanwhile (seen with the write running beside it)
             if validator is not None:
+                events.emit("validating", step=loop.step_count)
                 record = validator.validate(loop.step_count, config.validation_dir)
                 state.validations[loop.step_count] = record
                 events.emit("validation", step=record.step, scores=record.scores,

@@ -3,8 +3,10 @@
 One JSON object per line, always with "event" and "time"; the core (jobs, UI, CLI) parses them.
   start       {"total_steps", "start_step", "photos", "device", "dtype", "startup_seconds", "pid"}
   step        {"step", "total_steps", "loss", "lr", "eta_seconds", "seconds_per_step"}
-  checkpoint  {"step", "path"}
+  validating  {"step"}: the checkpoint of this step is being validated
   validation  {"step", "scores": [...], "mean_score", "images": [...]}
+  checkpoint  {"step", "path"}: on disk (written while training goes on, so it may come after
+              the step's validation and later steps)
   done        {"lora_path", "lora_copies", "selected", "score", "fusion_error", "seconds"}
   cancelled   {"step", "checkpoint"}
   error       {"kind", "message", "hint"}; kind "bad_config" (the job file: the message names

@@ -77,9 +77,14 @@ class TrainingProgress:
         self._report("train", step=event["step"], total=self.total, loss=event.get("loss"),
                      eta_seconds=event.get("eta_seconds"))
 
+    def _on_validating(self, event: dict[str, Any]) -> None:
+        self._report("validation", f"validating the checkpoint of step {event['step']}")
+
     def _on_checkpoint(self, event: dict[str, Any]) -> None:
+        # written on a thread while training goes on: the stage is the steps' or validation's,
+        # except after the last step of a run without validation, when the choice comes next
         last = event["step"] >= self.total > 0
-        following = "validation" if self.validation else (self._after_last() if last else "train")
+        following = self._after_last() if last and not self.validation else None
         self._report(following, f"checkpoint saved at step {event['step']}")
 
     def _on_validation(self, event: dict[str, Any]) -> None:
