@@ -77,12 +77,13 @@ def apply_language() -> str:
 
 
 def save_folder() -> Path:
-    """Settings → EasyPhoto's save folder, else the host's img2img folder (as it saves)."""
+    """Settings → EasyPhoto's save folder, else where the host saves an img2img result: its
+    "Output directory for images" when set, else the img2img one (A1111's img2img.py order)."""
     configured = _opt("easyphoto_save_folder")
     if configured:
         return Path(configured)
-    folder = getattr(shared.opts, "outdir_img2img_samples", "") or getattr(
-        shared.opts, "outdir_samples", "")
+    folder = getattr(shared.opts, "outdir_samples", "") or getattr(
+        shared.opts, "outdir_img2img_samples", "")
     return Path(folder or "outputs/img2img-images")
 
 

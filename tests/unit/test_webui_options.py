@@ -76,9 +76,13 @@ def test_save_portrait_uses_the_hosts_save_image_and_folder(options, monkeypatch
     assert path == tmp_path / "img2img" / "00001-5.png"
     assert calls[0][0] == str(tmp_path / "img2img")
     assert calls[0][1]["info"] == text and calls[0][1]["seed"] == "77"
+    # "Output directory for images" set: A1111 saves every img2img result there, so do we
+    shared.opts.data["outdir_samples"] = str(tmp_path / "all")
+    module.save_portrait(np.zeros((8, 8, 3), np.uint8), text, None)
+    assert calls[1][0] == str(tmp_path / "all")
     shared.opts.data["easyphoto_save_folder"] = str(tmp_path / "mine")
     module.save_portrait(np.zeros((8, 8, 3), np.uint8), text, None)
-    assert calls[1][0] == str(tmp_path / "mine")
+    assert calls[2][0] == str(tmp_path / "mine")
 
 
 def test_send_to_and_paste_use_the_hosts_registry(options, monkeypatch):
