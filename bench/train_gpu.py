@@ -162,7 +162,6 @@ def job_child(config: Path) -> int:
     loading.load_sd15_checkpoint = _timed(loading.load_sd15_checkpoint, "load_sd15_checkpoint",
                                           timings)  # inside load_training_models
     lora_layers.inject_lora = _timed(lora_layers.inject_lora, "inject_lora", timings)
-    torch.cuda.init = _timed(torch.cuda.init, "cuda_init_on_its_thread", timings)
     import easyphoto_train.checkpoints as checkpoints
 
     run.snapshot_checkpoint = _timed(run.snapshot_checkpoint, "checkpoint_snapshots", timings)

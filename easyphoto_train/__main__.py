@@ -52,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_and_report(config: TrainerConfig, events: EventWriter, cancel: CancelToken) -> int:
-    start_cuda_in_background(config.device)
     try:
         from easyphoto_core.sd.checkpoint import CheckpointError
         from easyphoto_train.run import Cancelled, run_training
@@ -85,20 +84,6 @@ def run_and_report(config: TrainerConfig, events: EventWriter, cancel: CancelTok
 def _is_import_failure(error: BaseException) -> bool:
     # diffusers wraps a failed lazy import as RuntimeError("Failed to import diffusers.x ...")
     return isinstance(error, ImportError) or "Failed to import" in str(error)
-
-
-def start_cuda_in_background(device: str) -> None:
-    """Create the CUDA context on a thread while the libraries import and the checkpoint is
-    read: it is seconds of the start-up that need neither (the first CUDA call in the main
-    thread waits for it, under torch's own initialisation lock)."""
-    if device == "cpu":
-        return
-    import threading
-
-    import torch
-
-    if torch.cuda.is_available():  # asks the driver; creates no context
-        threading.Thread(target=torch.cuda.init, name="cuda-init", daemon=True).start()
 
 
 def environment_failure(events: EventWriter, error: BaseException) -> int:
