@@ -89,12 +89,12 @@ def snapshot_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torc
                         metadata: dict[str, str], optimizer: torch.optim.Optimizer,
                         parameter_names: dict[int, str]) -> CheckpointSnapshot:
     """What the checkpoint of `step` holds, off the device now: the next optimizer step changes
-    the moments in place. `lora_tensors` must be a copy already (`state_dict_kohya` makes one)."""
+    the moments in place. `lora_tensors` must be a CPU copy already (`state_dict_kohya` makes
+    one; save_lora moves anything else)."""
     moments, optimizer_meta = _optimizer_tensors(optimizer, parameter_names)
     optimizer_meta["step"] = str(step)
-    lora = {k: v.to("cpu") for k, v in lora_tensors.items()}
-    return CheckpointSnapshot(Checkpoint(step, checkpoint_path(directory, step)), lora,
-                              dict(metadata), moments, optimizer_meta)
+    return CheckpointSnapshot(Checkpoint(step, checkpoint_path(directory, step)),
+                              dict(lora_tensors), dict(metadata), moments, optimizer_meta)
 
 
 class CheckpointWriter:
