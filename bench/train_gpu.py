@@ -16,6 +16,9 @@ configuration runs in its own process (clean peak-memory figures); the parent pr
              targets, batch 1 x accumulation 4, VAE + text encoder every step, eager; timed
              over --reference-steps optimizer steps and scaled to 800.
   steps      diagnosis: our optimizer step alone (CUDA graph), no job around it
+  steps_flash   the same with FlashAttention preferred over cuDNN's (as the job does)
+  steps_nhwc    steps_flash with the UNet in channels-last memory (cuDNN's Hopper convolutions
+             are NHWC: on NCHW tensors they transpose in and out, 12% of a step's GPU time)
   eager      diagnosis: the same step without the CUDA graph
   profile    diagnosis: the GPU time of 5 eager steps by kernel and by kind of kernel
 `--weights` is a folder with the YuNet file (validation detects faces with it); identity
@@ -34,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("job", "low_vram", "reference", "steps", "eager", "profile")
+MODES = ("job", "low_vram", "reference", "steps", "steps_flash", "steps_nhwc", "eager",
+         "profile")
 DEFAULT_MODES = "job,low_vram,reference"
 LOW_VRAM_STEPS = 100
 TARGETS = {"job_s": 90.0, "steps_s": 40.0, "startup_s": 15.0, "peak_gib": 8.0,
@@ -224,12 +228,18 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     from easyphoto_train.setup import load_dataset_images, load_training_models, resolve_device
 
     started = time.perf_counter()
+    if mode in ("steps_flash", "steps_nhwc"):
+        from easyphoto_train.setup import prefer_flash_attention
+
+        prefer_flash_attention()
     params = parse_params(TrainParams, {"max_train_steps": steps})
     job = TrainerConfig(user_id="bench", base_model=checkpoint, dataset_dir=dataset,
                         output_dir=dataset.parent / "out", params=params, device="cuda")
     device, dtype = resolve_device("cuda", params.mixed_precision)
     images = load_dataset_images(dataset, params.resolution)
     models, components = load_training_models(job, device=device, dtype=dtype)
+    if mode == "steps_nhwc":  # the convolutions' outputs then stay NHWC through the UNet
+        models.unet.to(memory_format=torch.channels_last)
     latents = encode_latents(components.vae, images, device=device, dtype=dtype)
     tokens = components.tokenizer("easyphoto_face, easyphoto, 1person", padding="max_length",
                                   max_length=77, return_tensors="pt").input_ids
@@ -240,7 +250,7 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
         return profile_steps(stepper)
     torch.cuda.synchronize()
     startup = time.perf_counter() - started
-    timed = min(steps, 200 if mode == "steps" else 30)
+    timed = min(steps, 30 if mode == "eager" else 200)
     t0 = time.perf_counter()
     losses = [stepper.step() for _ in range(timed)]
     torch.cuda.synchronize()

@@ -259,6 +259,14 @@ def test_fp16_file_merged_in_place_matches_the_trained_layers_and_restores(
         merge_lora_in_place(target_unet, None, group_modules(foreign, source="f"))
     assert torch.equal(run_models(target_unet, target_te)[1], base[1])
 
+    # one module of another shape among good ones: refused before any weight changes
+    misfit = dict(load_lora(path).tensors)
+    last = sorted(k for k in misfit if k.endswith(".lora_down.weight"))[-1]
+    misfit[last] = torch.zeros(misfit[last].shape[0], misfit[last].shape[1] + 1)
+    with pytest.raises(LoRAFormatError, match="another base model"):
+        merge_lora_in_place(target_unet, target_te, group_modules(misfit, source="m"))
+    assert torch.equal(run_models(target_unet, target_te)[1], base[1])
+
 
 # --- the host's layout and diffusers -------------------------------------------------------------
 
