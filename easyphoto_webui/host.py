@@ -21,6 +21,11 @@ from easyphoto_core.callbacks import StepCallback
 from easyphoto_webui import hosts
 
 SETTINGS_SECTION = ("easyphoto", "EasyPhoto")
+# The settings page's heading our section sits under (A1111 1.6+ and Forge group sections into
+# categories; a section without one lands under "Uncategorized"). Neither registers a category
+# for extensions (modules/shared_options.py at 82a973c0: saving, sd, ui, system, postprocessing,
+# training), so we join the host's own "Training": EasyPhoto trains LoRAs, beside its Training.
+SETTINGS_CATEGORY = "training"
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,19 @@ def workspace_root() -> Path:
 
 def add_settings() -> None:
     """Our options on the host's Settings page (read back through shared.opts.easyphoto_*)."""
-    shared.opts.add_option(
-        "easyphoto_workspace",
-        shared.OptionInfo(
-            "", "EasyPhoto workspace folder (empty = outputs/easyphoto)", section=SETTINGS_SECTION
-        ),
-    )
+    add_option("easyphoto_workspace", shared.OptionInfo(
+        "", "EasyPhoto workspace folder (empty = outputs/easyphoto)"))
+
+
+def add_option(key: str, info: Any) -> None:
+    """Register `info` in Settings → EasyPhoto, under the Training heading where the host has
+    headings. The section stays the 2-tuple every host takes: older A1111 (before 1.6) has no
+    category and would take a 3-tuple section as the section itself, so the category goes on
+    the OptionInfo's own `category_id` (what options_section((id, label, category)) sets)."""
+    info.section = SETTINGS_SECTION
+    if hasattr(info, "category_id"):
+        info.category_id = SETTINGS_CATEGORY
+    shared.opts.add_option(key, info)
 
 
 def controlnet_unit_limit() -> int:

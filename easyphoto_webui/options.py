@@ -20,9 +20,9 @@ from typing import Any
 from modules import shared
 
 from easyphoto_core.i18n import normalize_language, set_default_language
+from easyphoto_webui import host
 
 log = logging.getLogger(__name__)
-SECTION = ("easyphoto", "EasyPhoto")
 MAX_USER_ID_SLOTS = 5
 # the choices of easyphoto_core.faces.chooser.FACE_BACKENDS (a test keeps them equal), spelled
 # here so that loading the settings does not import the face backends
@@ -49,8 +49,7 @@ def add_options() -> None:
     components = {"slider": gr.Slider, "radio": gr.Radio, "checkbox": None, "textbox": None}
     for key, (default, label, kind, args) in OPTIONS.items():
         component = components[kind]
-        info = shared.OptionInfo(default, label, component, args or None, section=SECTION)
-        shared.opts.add_option(key, info)
+        host.add_option(key, shared.OptionInfo(default, label, component, args or None))
 
 
 def _opt(key: str) -> Any:

@@ -28,8 +28,31 @@ def options(monkeypatch):
 
 def test_options_are_in_the_easyphoto_section(options):
     module, shared = options
+    from easyphoto_webui import host
+
+    host.add_settings()
+    for key in [*module.OPTIONS, "easyphoto_workspace"]:
+        info = shared.opts.data_labels[key]
+        assert info.section == ("easyphoto", "EasyPhoto")
+        # a category the host registers, or the page puts the section under "Uncategorized"
+        assert info.category_id == "training" and info.category_id in shared.CATEGORIES
+
+
+def test_options_register_on_a_host_without_categories(options, monkeypatch):
+    """A1111 before 1.6: OptionInfo has no category_id and a section is only (id, label)."""
+    module, shared = options
+
+    class OldOptionInfo:
+        def __init__(self, default=None, label="", component=None, component_args=None,
+                     onchange=None, section=None):
+            self.default, self.label, self.section = default, label, section
+
+    monkeypatch.setattr(shared, "OptionInfo", OldOptionInfo)
+    shared.opts.data_labels.clear()
+    module.add_options()
     for key in module.OPTIONS:
-        assert shared.opts.data_labels[key].section == ("easyphoto", "EasyPhoto")
+        info = shared.opts.data_labels[key]
+        assert info.section == ("easyphoto", "EasyPhoto") and not hasattr(info, "category_id")
 
 
 def test_face_backend_choices_are_the_choosers():

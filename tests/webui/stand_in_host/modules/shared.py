@@ -15,8 +15,18 @@ cmd_opts = SimpleNamespace(
 
 
 class OptionInfo:
-    def __init__(self, default=None, label="", component=None, component_args=None, section=None):
+    """modules/options.py at 82a973c0: a section is (id, label); the settings page groups
+    sections under the heading of `category_id` ("Uncategorized" when it is None)."""
+
+    def __init__(self, default=None, label="", component=None, component_args=None,
+                 onchange=None, section=None, refresh=None, comment_before="", comment_after="",
+                 infotext=None, restrict_api=False, category_id=None):
         self.default, self.label, self.section = default, label, section
+        self.component, self.component_args = component, component_args
+        self.category_id = category_id
+
+
+CATEGORIES = {"saving", "sd", "ui", "system", "postprocessing", "training"}  # shared_options.py
 
 
 class Options:
