@@ -52,10 +52,6 @@ def refresh(context: Any) -> tuple[Any, Any, Any]:
 
 # --- fetching what is missing: registry download (progress, cancel) or an existing file -------
 
-class DownloadCancelled(Exception):
-    """Raised from the progress callback: the transfer stops, its .part stays to resume."""
-
-
 class Downloads:
     """The banner's downloads, one at a time per studio; Cancel stops the running one."""
 
@@ -95,14 +91,13 @@ def download_handler(context: Any, downloads: Downloads) -> Callable[[str], Iter
 
             def progress(done: int, total: int, what: str) -> None:
                 state.update(done=done, total=total)
-                if downloads.cancel.is_set():
-                    raise DownloadCancelled()
 
             def run() -> None:
-                try:
+                try:  # Cancel stops it within a fraction of a second, however slow the link
                     state["path"] = weights.download(weights.get_record(name),
-                                                     _paths(context, name), progress=progress)
-                except DownloadCancelled:
+                                                     _paths(context, name), progress=progress,
+                                                     cancel=downloads.cancel)
+                except weights.DownloadCancelled:
                     state["error"] = gettext("Download cancelled: run it again to resume.")
                 except (weights.WeightsError, OSError) as error:
                     state["error"] = translate_message(str(error))

@@ -35,7 +35,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import http.client
+import inspect
 import os
+import queue
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -51,6 +54,7 @@ from .callbacks import ProgressCallback
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_WEIGHTS_DIR",
+    "DownloadCancelled",
     "MIRROR_ENV",
     "OFFLINE_ENV",
     "REGISTRY",
@@ -83,6 +87,10 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 # "controlnet/" configs folder would be the same folder as "ControlNet/" on Windows and macOS).
 DEFAULT_WEIGHTS_DIR = PROJECT_ROOT / "weights"
 DEFAULT_TIMEOUT = 60.0
+# How often a transfer with a cancel event looks at it while it waits for bytes: a Cancel in the
+# UI takes effect within this, on a slow or stalled link too (a plain read of 1 MB waited for the
+# whole MB, and a stalled one for the 60 s timeout).
+CANCEL_POLL_SECONDS = 0.1
 USER_AGENT = "sd-webui-easyphoto-weights/1"
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _HEX = frozenset("0123456789abcdef")
@@ -98,6 +106,10 @@ class WeightsError(RuntimeError):
 
 class WeightsOfflineError(WeightsError):
     """A download was needed while offline; the message says where to get and put the file."""
+
+
+class DownloadCancelled(Exception):
+    """The transfer's cancel event was set: it stopped, and its ``.part`` stays to resume."""
 
 
 class WeightDestination(str, enum.Enum):
@@ -428,25 +440,82 @@ def _usable_offset(part: Path, size: int) -> int:
 
 
 def _copy_body(
-    response: BinaryIO,
+    chunks: Iterator[bytes],
     out: BinaryIO,
     hasher: hashlib._Hash,
     done: int,
     total: int,
-    chunk_size: int,
     progress: _BytesCallback,
 ) -> int:
     """Stream the body into ``out``; returns the byte count reached (stops past ``total``)."""
-    while True:
-        chunk = response.read(chunk_size)
-        if not chunk:
-            return done
+    for chunk in chunks:
         done += len(chunk)
         if done > total:
             return done
         out.write(chunk)
         hasher.update(chunk)
         progress(done, total)
+    return done
+
+
+def _body_chunks(response: http.client.HTTPResponse, chunk_size: int,
+                 cancel: threading.Event | None) -> Iterator[bytes]:
+    """The body as it arrives. `read1` returns what one socket read brings (at most
+    ``chunk_size``), so a slow link yields small chunks often instead of one per full MB.
+
+    With a ``cancel`` event the reads run on a helper thread and the event is looked at every
+    `CANCEL_POLL_SECONDS` while a chunk is awaited, then `DownloadCancelled` is raised: a blocked
+    socket read cannot be interrupted, and closing the response here would wait for it (the
+    buffered reader's lock). The helper owns the response then and closes it once its read
+    returns (at the latest after the socket timeout); it never writes to the file."""
+    if cancel is None:
+        while chunk := response.read1(chunk_size):
+            yield chunk
+        return
+    arrived: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+    stop = threading.Event()
+    threading.Thread(target=_read_ahead, args=(response, chunk_size, arrived, stop),
+                     daemon=True, name="easyphoto-download-read").start()
+    try:
+        while True:
+            if cancel.is_set():
+                raise DownloadCancelled()
+            try:
+                item = arrived.get(timeout=CANCEL_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+def _read_ahead(response: http.client.HTTPResponse, chunk_size: int,
+                arrived: queue.Queue[bytes | BaseException], stop: threading.Event) -> None:
+    """`_body_chunks`' helper thread: read until the end, an error or `stop`, then close."""
+    with response:
+        try:
+            while not stop.is_set():
+                chunk = response.read1(chunk_size)
+                if not _hand_over(arrived, chunk, stop) or not chunk:
+                    return
+        except Exception as error:  # raised again on the downloading thread
+            _hand_over(arrived, error, stop)
+
+
+def _hand_over(arrived: queue.Queue[bytes | BaseException], item: bytes | BaseException,
+               stop: threading.Event) -> bool:
+    """Queue ``item`` unless the consumer has stopped; False when it has."""
+    while not stop.is_set():
+        try:
+            arrived.put(item, timeout=CANCEL_POLL_SECONDS)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _transfer(
@@ -456,6 +525,7 @@ def _transfer(
     progress: _BytesCallback,
     chunk_size: int,
     timeout: float,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Bring ``part`` to the full size (resuming when possible); returns its sha256."""
     hasher = hashlib.sha256()
@@ -463,20 +533,26 @@ def _transfer(
     if offset == record.size:  # finished by an earlier run that stopped before the rename
         progress(offset, record.size)
         return file_sha256(part, hasher)
+    if cancel is not None and cancel.is_set():
+        raise DownloadCancelled()
     response, offset = _open_resumable(record, url, offset, timeout)
-    with response:
+    chunks = _body_chunks(response, chunk_size, cancel)
+    try:
         if offset:
             file_sha256(part, hasher)
         progress(offset, record.size)
-        done = offset
-        try:
-            with part.open("ab" if offset else "wb") as out:
-                done = _copy_body(response, out, hasher, offset, record.size, chunk_size, progress)
-        except (OSError, http.client.HTTPException) as exc:
-            raise WeightsError(
-                f"download of {record.filename} from {url} was interrupted ({exc}); "
-                f"run it again to resume from {part}"
-            ) from exc
+        with part.open("ab" if offset else "wb") as out:
+            done = _copy_body(chunks, out, hasher, offset, record.size, progress)
+    except (OSError, http.client.HTTPException) as exc:
+        raise WeightsError(
+            f"download of {record.filename} from {url} was interrupted ({exc}); "
+            f"run it again to resume from {part}"
+        ) from exc
+    finally:
+        started = inspect.getgeneratorstate(chunks) != inspect.GEN_CREATED
+        chunks.close()
+        if cancel is None or not started:  # else its reader thread closes it
+            response.close()
     if done > record.size:
         part.unlink(missing_ok=True)
         raise WeightsError(
@@ -513,6 +589,7 @@ def download(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     timeout: float = DEFAULT_TIMEOUT,
     verify_existing: bool = True,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Make ``record``'s file present and verified at `resolve_path`; returns that path.
 
@@ -521,6 +598,10 @@ def download(
     ``<dest>.part``, resumed if a ``.part`` exists, verified and renamed. ``progress`` is called as
     ``progress(done, total, file name)``; when None a tqdm bar is drawn. ``offline`` (default:
     ``$EASYPHOTO_OFFLINE``) turns a needed download into `WeightsOfflineError`.
+
+    Setting ``cancel`` (from another thread) stops the transfer within `CANCEL_POLL_SECONDS`,
+    however slow the link, with `DownloadCancelled`; the ``.part`` stays for the next call and
+    nothing is written at the destination.
 
     Raises `WeightsError` on an HTTP error (naming the URL and status), an interrupted transfer
     (the ``.part`` stays for the next call), a wrong size or hash (nothing is left behind), or a
@@ -548,7 +629,7 @@ def download(
         with nullcontext(progress) if progress is not None else tqdm_progress(record) as report:
             digest = _transfer(record, source, part,
                                lambda done, total: report(done, total, record.filename),
-                               chunk_size, timeout)
+                               chunk_size, timeout, cancel)
     except WeightsError as error:
         raise WeightsError(f"{error}\n  Without network here, fetch it on another machine and "
                            f"put it at: {dest}\n  (expected {record.size} bytes, sha256 "

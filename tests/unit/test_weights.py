@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,9 @@ class ServerState:
     payload: bytes = PAYLOAD
     cut_after: int | None = None  # close the connection after this many body bytes
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
+    trickle: tuple[int, float] | None = None  # a slow link: (bytes, seconds) per write
+    stall_after: int | None = None  # send this many body bytes, then nothing until released
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -73,6 +77,23 @@ def _handler(state: ServerState) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.flush()
                 self.close_connection = True
                 return
+            if state.stall_after is not None:
+                self.wfile.write(body[: state.stall_after])
+                self.wfile.flush()
+                state.release.wait(30)
+                self.close_connection = True
+                return
+            if state.trickle is not None:
+                size, pause = state.trickle
+                try:
+                    for at in range(0, len(body), size):
+                        self.wfile.write(body[at:at + size])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:  # the client went away (cancelled)
+                    pass
+                self.close_connection = True
+                return
             self.wfile.write(body)
 
     return Handler
@@ -90,6 +111,7 @@ def server() -> Iterator[tuple[str, ServerState]]:
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", state
     finally:
+        state.release.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
@@ -398,3 +420,69 @@ def test_weight_paths(tmp_path):
     assert default.models == Path(w.__file__).resolve().parent.parent / "weights"
     assert default.models == w.DEFAULT_WEIGHTS_DIR
     assert w.records_for("train") == (w.get_record("v1-5-pruned-emaonly"),)
+
+
+def _cancel_when(recorder_done: threading.Event, cancel: threading.Event) -> list[float]:
+    """Set `cancel` once the first bytes have arrived; returns [the time it was set]."""
+    stamp: list[float] = []
+
+    def later() -> None:
+        recorder_done.wait(10)
+        stamp.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=later, daemon=True).start()
+    return stamp
+
+
+@pytest.mark.parametrize("link", ["slow", "stalled"])
+def test_cancel_stops_a_slow_or_stalled_download_at_once_and_leaves_a_resumable_part(
+        server, paths, link):
+    """Cancel acts within a fraction of a second whatever the link does: 4 KB every 0.2 s (a
+    1 MB read would wait 15 s for its MB) or nothing at all after 4 KB (a read waits for the
+    60 s timeout). Nothing lands at the destination; the .part resumes to the right file."""
+    base, state = server
+    if link == "slow":
+        state.trickle = (4096, 0.2)
+    else:
+        state.stall_after = 4096
+    record = _record(base)
+    first_bytes, cancel = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def progress(done: int, total: int, what: str) -> None:
+        seen.append(done)
+        if done > 0:
+            first_bytes.set()
+
+    stamp = _cancel_when(first_bytes, cancel)
+    with pytest.raises(w.DownloadCancelled):
+        w.download(record, paths, progress=progress, cancel=cancel)
+    waited = time.monotonic() - stamp[0]
+    assert waited < 1.0, f"cancel took {waited:.2f} s"
+    dest = w.resolve_path(record, paths)
+    assert not dest.exists()
+    part = w.part_path(dest)
+    assert 0 < part.stat().st_size < len(PAYLOAD)
+    assert part.read_bytes() == PAYLOAD[:part.stat().st_size]  # only whole, in-order bytes
+
+    state.trickle = state.stall_after = None
+    state.release.set()
+    assert w.download(record, paths, progress=Recorder()).read_bytes() == PAYLOAD
+    assert state.requests[-1][1] is not None  # resumed with a Range request
+
+
+def test_a_cancel_set_before_the_start_makes_no_request(server, paths):
+    base, state = server
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(w.DownloadCancelled):
+        w.download(_record(base), paths, progress=Recorder(), cancel=cancel)
+    assert state.requests == []
+
+
+def test_a_download_with_a_cancel_event_that_is_never_set_completes(server, paths):
+    base, _ = server
+    path = w.download(_record(base), paths, progress=Recorder(), cancel=threading.Event(),
+                      chunk_size=8192)
+    assert path.read_bytes() == PAYLOAD
