@@ -44,10 +44,11 @@ class GenerateTab:
     message: Any
     job_ids: Any
     params: dict[str, Any]
+    infotext: Any  # hidden: the selected portrait's infotext, what the host's Send to sends
 
     def follow_outputs(self) -> list[Any]:
         return [self.generate, self.interrupt, self.job_ids, self.progress, self.results,
-                self.message]
+                self.message, self.infotext]
 
 
 def build_generate_tab(context: StudioContext) -> GenerateTab:
@@ -81,10 +82,13 @@ def build_generate_tab(context: StudioContext) -> GenerateTab:
             progress = gr.HTML(views.progress_html(None), elem_id="easyphoto_generate_progress")
             message = gr.Markdown(elem_id="easyphoto_generate_message")
         with gr.Column():
-            results = compat.gallery(label=text("results"), elem_id="easyphoto_results",
+            # the id ends in _gallery: the host's extract_image_from_gallery (javascript/ui.js)
+            # sends the thumbnail selected in such a gallery, else always the first image
+            results = compat.gallery(label=text("results"), elem_id="easyphoto_results_gallery",
                                      columns=3, height=420)
+            infotext = gr.Textbox(visible=False, elem_id="easyphoto_results_infotext")
             if context.settings.results_buttons is not None:  # a host: its own Send to ...
-                context.settings.results_buttons(results)
+                context.settings.results_buttons(results, infotext)
             widgets = params_widgets("generate", field_specs(GenerateParams),
                                      GENERATE_MAIN_FIELDS)
             # a portrait's infotext back into the fields (the host also has its paste button)
@@ -95,7 +99,7 @@ def build_generate_tab(context: StudioContext) -> GenerateTab:
             load.change(paste.load_settings_handler(list(widgets)), inputs=load,
                         outputs=[*widgets.values(), message], **compat.quick())
     return GenerateTab(gallery, template, add, batch, faces, user_ids, refresh, generate,
-                       interrupt, progress, results, message, gr.State([]), widgets)
+                       interrupt, progress, results, message, gr.State([]), widgets, infotext)
 
 
 # --- templates and faces -------------------------------------------------------------------------
@@ -220,7 +224,7 @@ def generate_handler(context: StudioContext, names: list[str]):
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
             keep = gr.update()
             yield (gr.update(interactive=True), keep, keep, keep, keep,
-                   text("cannot_generate", error=views.plain_message(str(error))))
+                   text("cannot_generate", error=views.plain_message(str(error))), keep)
             return
         yield from follow_batch(context, [r.id for r in records])
 
@@ -243,7 +247,10 @@ def follow_batch(context: StudioContext, job_ids: list[str]) -> Iterator[tuple[A
                views.progress_html(current, stage_since=since),
                changes(0, tuple(r.id for r in done), lambda done=done: _results(done)),
                changes(1, tuple(r.state for r in records),
-                       lambda records=records: views.generate_result_markdown(records)))
+                       lambda records=records: views.generate_result_markdown(records)),
+               # new results: the gallery shows no selection, so Send to takes the first one
+               changes(2, tuple(r.id for r in done),
+                       lambda done=done: next(iter(result_infotexts(done)), "")))
         if not running:
             return
         time.sleep(POLL_SECONDS)
@@ -254,6 +261,26 @@ def _results(done: list[Any]) -> list[views.GalleryItem]:
     for number, record in enumerate(done, start=1):
         items += views.result_items(record, number)
     return items
+
+
+def result_infotexts(done: list[Any]) -> list[str]:
+    """The infotext of each item `_results` shows, in its order: a face's crop carries the
+    portrait's (it is a part of that generation)."""
+    texts: list[str] = []
+    for record in done:
+        texts += [record.result.get("infotext") or ""] * views.result_item_count(record)
+    return texts
+
+
+def select_infotext(context: StudioContext):
+    """Gallery selection -> the hidden infotext box the host's Send-to buttons read."""
+    def handler(evt: gr.SelectData, job_ids: list[str]) -> Any:
+        index = compat.select_index(evt)
+        records = [context.jobs.get(job_id) for job_id in job_ids or []]
+        texts = result_infotexts([r for r in records if r.state == "done"])
+        return texts[index] if index is not None and index < len(texts) else gr.update()
+
+    return handler
 
 
 def interrupt_handler(context: StudioContext):
@@ -272,7 +299,7 @@ def attach_handler(context: StudioContext):
         if record is None:  # a generator must yield once, or gradio empties every output
             keep = gr.update()
             yield (gr.update(interactive=True), gr.update(interactive=False), keep, keep, keep,
-                   keep)
+                   keep, keep)
             return
         yield from follow_batch(context, [record.id])
 
@@ -291,3 +318,5 @@ def wire_generate_tab(context: StudioContext, tab: GenerateTab) -> None:
                       inputs=tab.user_ids, outputs=tab.user_ids, **compat.quick())
     tab.interrupt.click(interrupt_handler(context), inputs=[tab.job_ids],
                         outputs=[tab.interrupt], **compat.quick())
+    tab.results.select(select_infotext(context), inputs=[tab.job_ids], outputs=[tab.infotext],
+                       **compat.quick())

@@ -242,6 +242,13 @@ def face_id_image(record: Any | None) -> Image.Image | None:
     return thumbnail(path, 512) if path is not None else None
 
 
+def result_item_count(record: Any) -> int:
+    """How many items `result_items` gives for the record, without reading its image."""
+    if record.state != "done" or not Path(record.result.get("image", "")).is_file():
+        return 0
+    return 1 + len(record.result.get("faces") or [])
+
+
 def result_items(record: Any, number: int = 1) -> list[GalleryItem]:
     """A finished portrait, then each painted face's crop captioned with its identity score."""
     path = Path(record.result.get("image", ""))

@@ -40,8 +40,9 @@ class StudioSettings:
     # infotext, params), returns the path written (Settings → EasyPhoto → save folder)
     save_portrait: Callable[[Any, str, Any], Path | None] | None = None
     # In a host, while the Generate tab is built: the host's Send-to buttons for the results
-    # gallery (given the gallery), and its paste mechanism for our fields (given name -> widget)
-    results_buttons: Callable[[Any], Any] | None = None
+    # gallery (given the gallery and a hidden textbox holding the selected portrait's
+    # infotext), and its paste mechanism for our fields (given name -> widget)
+    results_buttons: Callable[[Any, Any], Any] | None = None
     paste_fields: Callable[[dict[str, Any]], Any] | None = None
     # In a host: Settings → EasyPhoto, read when a job needs them (they change at run time);
     # a name it returns overrides the field of the same name

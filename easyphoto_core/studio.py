@@ -326,7 +326,8 @@ def _run_generation(context: StudioContext, handle: JobHandle) -> dict[str, Any]
     infotext.save_png(path, result.image, text)  # the host's PNG Info reads it back
     if context.settings.save_portrait is not None:  # the host's outputs folder too
         context.settings.save_portrait(result.image, text, params)
-    return {"image": str(path), "notes": list(getattr(result, "notes", []) or []), "faces": [
+    return {"image": str(path), "infotext": text,  # for the host's Send to img2img
+            "notes": list(getattr(result, "notes", []) or []), "faces": [
         {"user_id": f.user_id, "box": list(f.box),
          "score": None if f.identity is None else round(f.identity.score, 4)}
         for f in result.faces]}

@@ -33,9 +33,10 @@ def _infotext_utils() -> Any:
     return None
 
 
-def bind_results(gallery: Any, infotext_box: Any = None) -> dict[str, Any]:
+def bind_results(gallery: Any, infotext_box: Any) -> dict[str, Any]:
     """The host's send-to buttons for the selected portrait (in a row where they are made);
-    returns them by target tab."""
+    returns them by target tab. `infotext_box` holds the selected portrait's infotext: the host
+    parses it into the target tab's fields (prompt, seed, size...) as PNG Info's buttons do."""
     import gradio as gr
 
     utils = _infotext_utils()

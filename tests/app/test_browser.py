@@ -209,8 +209,8 @@ def paint(page, template_note: str) -> list[str]:
     final = watch.until_state(("done", "failed", "cancelled"), JOB_TIMEOUT, job=job)
     assert final["state"] == "done", (template_note, watch.texts(),
                                       inner_text(page, "easyphoto_generate_message"))
-    wait_until(lambda: "portrait" in inner_text(page, "easyphoto_results"), 30, "the results")
-    return [watch.texts(), inner_text(page, "easyphoto_results")]
+    wait_until(lambda: "portrait" in inner_text(page, "easyphoto_results_gallery"), 30, "the results")
+    return [watch.texts(), inner_text(page, "easyphoto_results_gallery")]
 
 
 def test_generate_on_one_and_two_face_templates(page, faces_dir, tmp_path):
@@ -234,7 +234,7 @@ def test_generate_on_one_and_two_face_templates(page, faces_dir, tmp_path):
     progress_text, results = paint(page, "astronaut")
     assert "face 1: first diffusion" in progress_text and "second diffusion" in progress_text
     assert "portrait 1" in results and "face 1: obama, identity" in results
-    assert gallery_images(page, "easyphoto_results") == 2
+    assert gallery_images(page, "easyphoto_results_gallery") == 2
 
     upload(page, "easyphoto_template", [two_people])
     wait_until(lambda: "2 face(s) found" in inner_text(page, "easyphoto_faces_found"), 60,
@@ -251,7 +251,7 @@ def test_generate_on_one_and_two_face_templates(page, faces_dir, tmp_path):
     _keep(screenshot(page, "generate"), "generate")  # an artifact whether or not what follows holds
     assert "seam pass" in progress_text, progress_text
     assert "face 1: obama, identity" in results and "face 2: obama, identity" in results
-    assert gallery_images(page, "easyphoto_results") == 3
+    assert gallery_images(page, "easyphoto_results_gallery") == 3
 
 
 def _keep(path: Path, name: str) -> None:

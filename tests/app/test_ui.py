@@ -160,7 +160,7 @@ def test_start_and_generate_explain_bad_input_instead_of_failing(context):
     defaults = [spec["default"] for spec in field_specs(GenerateParams).values()]
     generate = ui_generate.generate_handler(context, names)
     nobody = [labels.text("leave_face")] * ui_generate.MAX_FACES
-    assert list(generate(None, None, *nobody, *defaults))[-1][-1] == (
+    assert list(generate(None, None, *nobody, *defaults))[-1][5] == (
         "Cannot generate: Choose a template from the gallery or upload one.")
     assert ui_generate.chosen_user_ids(["ann", labels.text("leave_face"), "bob", None]) == [
         "ann", None, "bob"]

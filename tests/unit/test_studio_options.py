@@ -80,3 +80,4 @@ def test_a_host_save_hook_gets_the_portrait_and_its_infotext(tmp_path, monkeypat
     assert "Seed: 3" in saved[0][1]
     with Image.open(answer["image"]) as image:
         assert image.info["parameters"] == saved[0][1]
+    assert answer["infotext"] == saved[0][1]  # the record's, for the host's Send to img2img

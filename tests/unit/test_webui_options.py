@@ -139,7 +139,10 @@ def test_send_to_and_paste_use_the_hosts_registry(options, monkeypatch):
     assert registered[-1]["tabname"] == "easyphoto"
 
 
-def test_a_host_without_infotext_utils_builds_the_tab_without_the_buttons(options):
+def test_a_host_without_infotext_utils_builds_the_tab_without_the_buttons(options, monkeypatch):
+    for name in ("modules.infotext_utils", "modules.generation_parameters_copypaste"):
+        monkeypatch.setitem(sys.modules, name, None)  # an import of it raises ImportError
     from easyphoto_webui.send_to import add_paste_button, bind_results
 
-    assert bind_results("gallery") == {} and add_paste_button({"prompt": None}) is None
+    assert bind_results("gallery", "infotext") == {}
+    assert add_paste_button({"prompt": None}) is None
