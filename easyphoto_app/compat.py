@@ -59,3 +59,8 @@ def select_index(event: Any) -> int | None:
     if isinstance(index, list | tuple):
         index = index[0] if index else None
     return index if isinstance(index, int) else None
+
+
+def client_script(script: str) -> dict[str, Any]:
+    """Event options that run `script` (a JS function) in the browser: `_js` in gradio 3."""
+    return {"_js": script} if GRADIO_3 else {"js": script}

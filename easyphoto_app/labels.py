@@ -8,7 +8,7 @@ hints, stage names and the short words that head a photo's verdict.
 
 from __future__ import annotations
 
-from easyphoto_core.i18n import gettext
+from easyphoto_core.i18n import LANGUAGES, gettext, translate_message
 
 TEXT: dict[str, str] = {
     # tabs and headings
@@ -95,7 +95,14 @@ TEXT: dict[str, str] = {
     "progress_elapsed": "{elapsed} in this stage",
     "progress_idle": "No job running.",
     "passes_seen": "Passes: {passes}",
+    "updated_ago": "{elapsed} ago",
 }
+
+# gradio's own words in our upload areas (gradio picks them by the browser's language, not the
+# studio's): the host's localization file translates them in A1111 (gradio 3.41 draws "- or -"
+# as three text nodes, "or" among them; gradio 4+ as one), ui.client_translations standalone.
+GRADIO_TEXT: tuple[str, ...] = ("Drop File Here", "Drop Image Here", "Click to Upload", "or",
+                                "- or -")
 
 # Field labels come from easyphoto_core.params; these replace the ones that both tabs share, since
 # the host's ui-config.json keys a widget by its label ("easyphoto/Seed/value" would be one key
@@ -151,12 +158,19 @@ def text(key: str, **values: object) -> str:
     return gettext(TEXT[key], **values)
 
 
+def text_in_any_language(key: str) -> set[str]:
+    """`key`'s text in every language: a value the page shows (the "(leave this face)" choice)
+    may have been built in another language than the current one (the setting changed)."""
+    return {gettext(TEXT[key], language) for language in LANGUAGES}
+
+
 def state_name(state: str) -> str:
     return gettext(STATES.get(state, state))
 
 
 def stage_name(stage: str | None) -> str:
-    return gettext(STAGES.get(stage or "", stage or ""))
+    """A stage, or a generation pass as the pipeline names it ("face 1: first diffusion")."""
+    return translate_message(STAGES.get(stage or "", stage or ""))
 
 
 def reason_heading(reason: str | None) -> str:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from easyphoto_app.api import register_routes
 from easyphoto_app.auth import BasicAuthMiddleware, parse_credentials
 from easyphoto_app.docs import add_offline_docs
-from easyphoto_app.ui import build_ui, enable_queue
+from easyphoto_app.ui import build_ui, client_translations, enable_queue
 from easyphoto_core import __version__
 from easyphoto_core.context import StudioContext, StudioSettings
 from easyphoto_core.i18n import set_default_language
@@ -53,6 +53,7 @@ def create_app(context: StudioContext, *, api_auth: str | None = None) -> FastAP
         app.add_middleware(BasicAuthMiddleware, credentials=credentials)
     register_routes(app, context, credentials=credentials)
     blocks = build_ui(context)
+    client_translations(blocks)  # gradio's own upload words in the studio's language
     enable_queue(blocks)  # the buttons stream their job's progress, several tabs at once
     return mount_ui(app, blocks, context)
 

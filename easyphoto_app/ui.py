@@ -9,15 +9,17 @@ studio's job store, so a reload or a second browser tab finds the running job an
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 
 from easyphoto_app import compat, first_run, ui_generate, ui_jobs, ui_train
-from easyphoto_app.labels import text
+from easyphoto_app.labels import GRADIO_TEXT, text
 from easyphoto_core import PROJECT_ROOT
 from easyphoto_core.context import StudioContext
+from easyphoto_core.i18n import gettext
 
 STYLE_FILE = PROJECT_ROOT / "style.css"
 
@@ -85,6 +87,40 @@ def _wire(context: StudioContext, blocks: gr.Blocks, train: ui_train.TrainTab,
 
 def _refresh_user_ids(context: StudioContext, *current: str) -> list[Any]:
     return ui_generate.dropdown_updates(context, None, list(current))
+
+
+# Replaces whole text nodes equal to a key, now and as gradio draws or redraws them.
+_TRANSLATE_SCRIPT = """() => {
+  const words = %s;
+  const fix = (node) => {
+    if (node.nodeType === Node.TEXT_NODE) {
+      const key = node.textContent.trim();
+      if (Object.hasOwn(words, key)) node.textContent = node.textContent.replace(key, words[key]);
+      return;
+    }
+    if (node.nodeType !== Node.ELEMENT_NODE) return;
+    const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) fix(text);
+  };
+  fix(document.body);
+  new MutationObserver((changes) => changes.forEach((change) => {
+    if (change.type === "characterData") fix(change.target);
+    change.addedNodes.forEach(fix);
+  })).observe(document.body, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def client_translations(blocks: gr.Blocks) -> None:
+    """The standalone page in the studio's language: gradio writes its own words (an upload
+    area's "Drop File Here - or - Click to Upload") in the browser's language, whatever
+    `app.py --lang` says; a small script puts ours in their place. Inside A1111 the host's
+    localization file does this (localizations/zh_CN.json)."""
+    words = {word: gettext(word) for word in GRADIO_TEXT}
+    if all(english == shown for english, shown in words.items()):
+        return
+    script = _TRANSLATE_SCRIPT % json.dumps(words, ensure_ascii=False)
+    with blocks:
+        blocks.load(None, inputs=None, outputs=None, **compat.client_script(script))
 
 
 def enable_queue(blocks: gr.Blocks) -> gr.Blocks:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from easyphoto_app import compat, paste, templates, views
-from easyphoto_app.labels import text
+from easyphoto_app.labels import text, text_in_any_language
 from easyphoto_app.ui_jobs import newest_job
 from easyphoto_app.widgets import ENDED, POLL_SECONDS, Changes, params_widgets
 from easyphoto_core.context import StudioContext
@@ -200,7 +200,8 @@ def add_handler(context: StudioContext):
 def chosen_user_ids(values: tuple[str, ...] | list[str], visible: int = MAX_FACES
                     ) -> list[str | None]:
     """Dropdown values left to right, "(leave this face)" as None, trailing Nones dropped."""
-    ids = [None if v in (None, "", text("leave_face")) else v for v in list(values)[:visible]]
+    leave = {None, "", *text_in_any_language("leave_face")}
+    ids = [None if v in leave else v for v in list(values)[:visible]]
     while ids and ids[-1] is None:
         ids.pop()
     return ids

@@ -72,7 +72,7 @@ def progress_html(record: Any | None, *, now: float | None = None,
     total = progress.get("total") or 0
     busy = record.state == "running" and not (progress.get("stage") == "train" and total)
     passes = progress.get("passes") or []
-    extra = text("passes_seen", passes=", ".join(passes)) if passes else ""
+    extra = text("passes_seen", passes=", ".join(stage_name(p) for p in passes)) if passes else ""
     return _bar(record.state, progress.get("stage", ""), bar_fraction(record),
                 " · ".join(p for p in parts if p), busy=busy, job_id=record.id, extra=extra)
 
@@ -114,10 +114,22 @@ def plain_message(message: str) -> str:
     return translate_message(_CLASS_PREFIX.sub("", message or ""))
 
 
+_LOG_STAMP = re.compile(r"(\d\d:\d\d:\d\d )(.*)", re.DOTALL)
+
+
+def log_line(line: str) -> str:
+    """A log line ("12:00:01 checkpoint saved at step 100", written in English by the job) in
+    the current language; the time stamp stays."""
+    match = _LOG_STAMP.fullmatch(line)
+    if match is None:
+        return translate_message(line)
+    return match.group(1) + translate_message(match.group(2))
+
+
 def log_text(record: Any | None) -> str:
     if record is None:
         return ""
-    lines = list(record.progress.get("log") or [])
+    lines = [log_line(line) for line in record.progress.get("log") or []]
     if record.state in ENDED and record.message:
         lines.append(f"{state_name(record.state)}: {plain_message(record.message)}")
     return "\n".join(lines)
@@ -148,7 +160,7 @@ def verdict_caption(photo: dict[str, Any]) -> str:
     if photo.get("kept"):
         return f"{photo['name']}: {text('verdict_kept')}"
     heading = text("verdict_dropped", heading=reason_heading(photo.get("reason")))
-    detail = photo.get("message") or ""
+    detail = translate_message(photo.get("message") or "")  # the core's words, in English
     return f"{photo['name']}: {heading}" + (f" ({detail})" if detail else "")
 
 
@@ -302,7 +314,7 @@ def jobs_html(records: list[Any], *, now: float | None = None) -> str:
         cells = [record.id, text(f"kind_{record.kind}") if record.kind in ("train", "generate")
                  else record.kind, ", ".join(u or "-" for u in record.user_ids),
                  state_name(record.state), f"{percent} {detail}".strip(),
-                 format_seconds(now - record.updated) + " ago"]
+                 text("updated_ago", elapsed=format_seconds(now - record.updated))]
         rows.append(f'<tr data-job="{html.escape(record.id)}" data-state="{record.state}">'
                     + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return (f'<table class="easyphoto-jobs"><thead><tr>{head}</tr></thead>'

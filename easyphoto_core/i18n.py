@@ -146,11 +146,28 @@ def _patterns() -> list[tuple[re.Pattern[str], list[str], str]]:
     return [(pattern, names, english) for _, pattern, names, english in compiled]
 
 
+# Entries of ours whose English the host shows itself: AUTOMATIC1111's localization replaces
+# every text node that equals a key, on the whole page, so "Train" would rename its Train tab,
+# "Generate" txt2img's button, "Seed" and "Prompt" its fields; and every extension's zh_CN.json
+# is merged into one dict (modules/localization.py), so ours would also override a Chinese
+# language pack's wording of the host. They stay out of the host's file: the tab is built in
+# the user's language instead (easyphoto_webui.integration). Found as the catalogue's keys that
+# are string literals of A1111 1.10.1 (modules/, scripts/, extensions-builtin/, javascript/);
+# "or" is kept on purpose: gradio's upload text "- or -", and the host's one other "or" (the
+# Extensions tab's or/and filter) reads right translated.
+HOST_WORDS = frozenset({
+    "Batch", "CFG scale", "Generate", "Gradient accumulation steps", "Interrupt",
+    "Learning rate", "Model", "Negative prompt", "Progress", "Prompt", "Refresh", "Seed",
+    "State", "Train", "finished", "prompt", "saving", "train", "training",
+})
+
+
 def host_localization() -> dict[str, str]:
     """AUTOMATIC1111's `localizations/zh_CN.json`: the entries a page shows as they are (the host
-    replaces a text node, placeholder or title that equals a key); templates are left out."""
+    replaces a text node, placeholder or title that equals a key); templates and the host's own
+    words (`HOST_WORDS`) are left out."""
     return {key: value for key, value in sorted(catalogue().items())
-            if not _PLACEHOLDER.search(key)}
+            if not _PLACEHOLDER.search(key) and key not in HOST_WORDS}
 
 
 def write_host_localization(path: Path) -> Path:

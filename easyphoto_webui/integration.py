@@ -67,6 +67,10 @@ class WebuiIntegration:
         return self._backend
 
     def on_ui_tabs(self) -> list[tuple[Any, str, str]]:
+        # The tab is built in the user's language (the host's localization, or Settings →
+        # EasyPhoto), whichever localization file is chosen: words the host shows too ("Train",
+        # "Generate", "Seed") are left out of our localizations/zh_CN.json (easyphoto_core.i18n).
+        options.apply_language()
         return [(build_ui(self.context()), "EasyPhoto", "easyphoto")]
 
     def on_ui_settings(self) -> None:

@@ -41,6 +41,16 @@ def test_the_page_shows_chinese_labels(studio_zh):
             for label in ("训练", "生成", "用户 ID", "开始训练"):
                 assert label in body, label
             assert "Start training" not in body
+            # gradio's own upload words, whatever the browser's language (here en-US)
+            assert page.evaluate("navigator.language").startswith("en")
+            photos = inner_text(page, "easyphoto_photos")
+            assert "将文件拖放到此处" in photos and "点击上传" in photos and "或" in photos, photos
+            for english in ("Drop File Here", "Click to Upload", "- or -"):
+                assert english not in page.locator("body").inner_text(), english
+            page.get_by_role("tab", name="生成").first.click()
+            page.locator("#easyphoto_template").wait_for(state="visible")
+            template = inner_text(page, "easyphoto_template")
+            assert "将图像拖放到此处" in template and "Drop Image Here" not in template, template
             missing = page.request.get(studio_zh + "easyphoto/v1/version").json()["missing"]
             banner = inner_text(page, "easyphoto-first-run")
             if missing:  # whatever the tiny models lack, the banner says it in Chinese

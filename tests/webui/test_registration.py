@@ -67,6 +67,27 @@ def test_tab_is_named_easyphoto(host):
     assert type(blocks).__name__ == "Blocks"
 
 
+def test_the_tab_is_built_in_the_hosts_language(host):
+    """With the host's localization set to a Chinese one, the tab's own words come in Chinese
+    (the host's file leaves out words it shows itself, like Train and Generate); a "(leave this
+    face)" built in one language is still no user id after the setting changes."""
+    from easyphoto_app import labels
+    from easyphoto_app.ui_generate import chosen_user_ids
+    from easyphoto_core.i18n import set_default_language
+
+    _, registered, shared = host
+    shared.opts.data["localization"] = "zh-Hans (Stable)"  # a language pack's, not ours
+    try:
+        (blocks, _, _), = registered["ui_tabs"][0]()
+        shown = {str(getattr(block, key, None)) for block in blocks.blocks.values()
+                 for key in ("value", "label")}
+        assert {"开始训练", "生成", "种子"} <= shown
+        chinese_leave = labels.text("leave_face")
+    finally:
+        set_default_language("en")
+    assert chosen_user_ids([chinese_leave, "ann"]) == [None, "ann"]
+
+
 def test_start_up_loads_no_checkpoint_yet_names_the_selected_one(host, tmp_path, monkeypatch):
     """Building the tab and the routes must not load the host's model (A1111's shared.sd_model
     loads it when read); /version still names the checkpoint the host will use. Forge builds
