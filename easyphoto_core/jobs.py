@@ -70,6 +70,16 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queued_at);
 # Owner tokens of the managers alive in this process: a `running` row owned by this pid but by
 # no live manager is left over from an earlier process that had the same pid.
 _LIVE_TOKENS: set[str] = set()
+# One job at a time per job store in a process, whichever manager claims it: a host's "Reload
+# UI" runs our script again, and the new manager's worker must not start a job on the GPU beside
+# the one the old manager's worker is finishing.
+_RUN_LOCKS: dict[Path, threading.Lock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
+
+
+def _run_lock(jobs_dir: Path) -> threading.Lock:
+    with _RUN_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(jobs_dir.resolve(), threading.Lock())
 
 
 class JobCancelled(Exception):
@@ -201,6 +211,8 @@ class JobManager:
         self._wake = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._opened = False
+        self._closed = False
+        self._one_job_at_a_time = _run_lock(self.jobs_dir)
         self._token = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
         _LIVE_TOKENS.add(self._token)
 
@@ -295,6 +307,8 @@ class JobManager:
         with self._lock:
             self._runners[kind] = runner
             self._open_quietly()
+            if self._closed:
+                return
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run_forever, daemon=True,
                                                 name="easyphoto-jobs")
@@ -472,17 +486,36 @@ class JobManager:
         record.state, record.message = "running", "running"
         return record
 
+    def close(self) -> None:
+        """Start no more jobs (the host is reloading its UI: a new manager takes over). A job
+        running now finishes and is recorded; the worker then ends."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        if self._worker is None or not self._worker.is_alive():
+            _LIVE_TOKENS.discard(self._token)
+
     def _run_forever(self) -> None:
-        while True:
-            try:
-                record = self._claim()
-            except StoreUnavailable:
-                record = None
-            if record is None:
+        try:
+            while not self._closed:
+                with self._one_job_at_a_time:  # claimed only once it can run: queued till then
+                    record = self._claim_quietly()
+                    if record is not None:
+                        self._run(record)
+                        continue
                 with self._lock:
-                    self._wake.wait(timeout=2.0)  # also sees jobs other processes queue
-                continue
-            self._run(record)
+                    if not self._closed:
+                        self._wake.wait(timeout=2.0)  # also sees jobs other processes queue
+        finally:
+            _LIVE_TOKENS.discard(self._token)  # its running job is recorded: none is left
+
+    def _claim_quietly(self) -> JobRecord | None:
+        if self._closed:
+            return None
+        try:
+            return self._claim()
+        except StoreUnavailable:
+            return None
 
     def _run(self, record: JobRecord) -> None:
         handle = JobHandle(record, self)

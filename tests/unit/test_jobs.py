@@ -210,3 +210,41 @@ def test_a_store_that_cannot_be_created_is_a_clear_error(tmp_path):
     (tmp_path / "jobs").write_text("a file where the folder should be")
     with pytest.raises(StoreUnavailable, match="jobs cannot be used"):
         JobManager(tmp_path / "jobs").submit("train", ["a"])
+
+
+def test_after_a_ui_reload_the_new_manager_waits_for_the_old_ones_job(tmp_path):
+    """A host's "Reload UI" makes a second manager on the same store in the same process while
+    the first one's job runs: the first is closed (starts nothing more, finishes its job), and
+    the second runs the next job only after that one ends — never two jobs at once."""
+    release, running, peak = threading.Event(), [], []
+
+    def runner(handle):
+        running.append(handle.record.id)
+        peak.append(len(running))
+        if handle.record.inputs.get("slow"):
+            assert release.wait(10)
+        running.remove(handle.record.id)
+        return {}
+
+    old = manager_with(tmp_path, runner)
+    first = old.submit("train", ["a"], inputs={"slow": True})
+    wait_for_state(old, first.id, "running")
+    old.close()
+    new = manager_with(tmp_path, runner)
+    second = new.submit("train", ["b"])
+    time.sleep(1.0)  # time enough for the new worker to start it, were it allowed
+    assert new.get(second.id).state == "queued"
+    release.set()
+    assert new.wait(second.id, timeout=10).state == "done"
+    assert new.get(first.id).state == "done"  # recorded by the closed manager's worker
+    assert max(peak) == 1
+    third = new.submit("train", ["c"])
+    assert new.wait(third.id, timeout=10).state == "done"
+    assert not old._worker.is_alive()
+
+
+def wait_for_state(manager, job_id, state, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while manager.get(job_id).state != state:
+        assert time.monotonic() < deadline, f"{job_id} never became {state}"
+        time.sleep(0.02)
