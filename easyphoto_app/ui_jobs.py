@@ -40,12 +40,13 @@ def build_jobs_panel(context: StudioContext) -> tuple[Any, Any]:
 
 
 def follow_jobs(context: StudioContext) -> Iterator[str]:
-    """The table every POLL_SECONDS while any job is queued or running; ends when none is."""
+    """The table every POLL_SECONDS while any job is queued or running; ends when none is, or
+    when the page closes."""
     import time
 
     while True:
         jobs = recent_jobs(context)
         yield views.jobs_html(jobs)
-        if all(job.state in ENDED for job in jobs):
+        if all(job.state in ENDED for job in jobs) or context.ui_closing():
             return
         time.sleep(POLL_SECONDS)

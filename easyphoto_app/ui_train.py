@@ -160,7 +160,8 @@ def start_handler(context: StudioContext, names: list[str]):
         save_thumbnails(context, record.id, paths)
         changes = Changes()
         yield from follow(context.jobs.get, record,
-                          lambda rec, state: render(context, changes, rec, state))
+                          lambda rec, state: render(context, changes, rec, state),
+                          closing=context.ui_closing)
 
     return handler
 
@@ -195,7 +196,8 @@ def attach_handler(context: StudioContext):
             return
         changes = Changes()
         yield from follow(context.jobs.get, record,
-                          lambda rec, state: render(context, changes, rec, state))
+                          lambda rec, state: render(context, changes, rec, state),
+                          closing=context.ui_closing)
 
     return handler
 

@@ -80,8 +80,10 @@ class Changes:
 
 
 def follow(get: Callable[[str], Any], record: Any,
-           render: Callable[[Any, dict[str, Any]], tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-    """Render the job's record every POLL_SECONDS until it ends; `render(record, state)` gets a
+           render: Callable[[Any, dict[str, Any]], tuple[Any, ...]],
+           closing: Callable[[], bool] = lambda: False) -> Iterator[tuple[Any, ...]]:
+    """Render the job's record every POLL_SECONDS until it ends or the page closes
+    (`closing()`: the host's close waits for open streams); `render(record, state)` gets a
     dict it may keep things in (e.g. when the stage began)."""
     state: dict[str, Any] = {}
     while True:
@@ -89,7 +91,7 @@ def follow(get: Callable[[str], Any], record: Any,
         if state.get("stage") != stage:
             state["stage"], state["stage_since"] = stage, time.time()
         yield render(record, state)
-        if record.state in ENDED:
+        if record.state in ENDED or closing():
             return
         time.sleep(POLL_SECONDS)
         record = get(record.id)

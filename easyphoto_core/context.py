@@ -47,6 +47,9 @@ class StudioSettings:
     # In a host: Settings → EasyPhoto, read when a job needs them (they change at run time);
     # a name it returns overrides the field of the same name
     options: Callable[[], dict[str, Any]] | None = None
+    # In a host: True once it is closing the page (a UI reload or a stop); the tab's streams of
+    # a job's progress then end, since the host's close waits for open streams
+    ui_closing: Callable[[], bool] | None = None
 
     def option(self, name: str) -> Any:
         if self.options is not None:
@@ -75,6 +78,15 @@ class StudioContext:
     def __post_init__(self) -> None:
         if self.jobs is None:
             self.jobs = JobManager(self.workspace.root / "jobs")
+
+    def ui_closing(self) -> bool:
+        """Whether the page the tab streams to is being closed (then the streams end)."""
+        return self.settings.ui_closing is not None and self.settings.ui_closing()
+
+    def close(self) -> None:
+        """The host is reloading its UI and will make a new context: this one starts no more
+        jobs (a job running now finishes)."""
+        self.jobs.close()
 
     def describe(self) -> dict[str, Any]:
         return {

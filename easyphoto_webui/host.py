@@ -87,6 +87,16 @@ def add_option(key: str, info: Any) -> None:
     shared.opts.add_option(key, info)
 
 
+def ui_closing() -> bool:
+    """The host is closing its page: "Reload UI" or a stop. A1111 closes the old page before it
+    calls any extension (webui.py: demo.close(), then the reload callbacks), and gradio's close
+    first stops the page's queue (Blocks.close: queue.close() sets `stopped`), then waits for
+    every open connection; a tab still streaming a training's progress kept it waiting until
+    the training ended. Our streams end when this turns True."""
+    queue = getattr(getattr(shared, "demo", None), "_queue", None)
+    return bool(getattr(queue, "stopped", False))
+
+
 def controlnet_unit_limit() -> int:
     """Settings → ControlNet → "Multi-ControlNet: ControlNet unit number" (default 3)."""
     try:

@@ -44,6 +44,7 @@ class WebuiIntegration:
                 save_portrait=options.save_portrait,  # also where the host keeps img2img results
                 results_buttons=send_to.bind_results,  # the host's Send to img2img/inpaint/extras
                 paste_fields=send_to.add_paste_button,  # the host's paste of an infotext
+                ui_closing=host.ui_closing,  # a UI reload waits for our streams to end
             )
             self._context = StudioContext(
                 workspace=Workspace(host.workspace_root()),
@@ -76,6 +77,12 @@ class WebuiIntegration:
     def on_ui_settings(self) -> None:
         host.add_settings()
         options.add_options()
+
+    def on_script_unloaded(self) -> None:
+        """Before "Reload UI" runs our script again (which makes a new integration and job
+        queue): this queue starts no more jobs; one running now finishes and is recorded."""
+        if self._context is not None:
+            self._context.close()
 
     def on_app_started(self, demo: Any, app: Any) -> None:
         credentials = parse_credentials(host.route_credentials())

@@ -17,3 +17,4 @@ else:
     script_callbacks.on_ui_tabs(integration.on_ui_tabs)
     script_callbacks.on_ui_settings(integration.on_ui_settings)
     script_callbacks.on_app_started(integration.on_app_started)
+    script_callbacks.on_script_unloaded(integration.on_script_unloaded)

@@ -60,6 +60,28 @@ def test_script_registers_tab_settings_and_routes(host):
     assert [len(registered[k]) for k in ("ui_tabs", "ui_settings", "app_started")] == [1, 1, 1]
 
 
+def test_a_ui_reload_ends_our_streams_and_retires_the_old_job_queue(host, monkeypatch):
+    """"Reload UI": the host closes the page first (gradio stops its queue, then waits for open
+    streams: ours end), then calls script_unloaded (our queue starts no more jobs) and runs
+    our script again, which makes a new integration."""
+    _, registered, shared = host
+    integration = registered["ui_tabs"][0].__self__
+    registered["ui_tabs"][0]()
+    _routes(registered)  # the host started: the job queue's worker runs
+    context = integration.context()
+    assert not context.ui_closing()
+    monkeypatch.setattr(shared, "demo", SimpleNamespace(_queue=SimpleNamespace(stopped=True)),
+                        raising=False)
+    assert context.ui_closing()
+
+    assert len(registered["script_unloaded"]) == 1
+    worker = context.jobs._worker
+    assert worker is not None and worker.is_alive()
+    registered["script_unloaded"][0]()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+
+
 def test_tab_is_named_easyphoto(host):
     _, registered, _ = host
     (blocks, title, elem_id), = registered["ui_tabs"][0]()
