@@ -46,7 +46,8 @@ def majority_identity(
 
     `photo_embeddings[i]` is a (faces_i x dim) array of unit embeddings of photo i's candidate
     faces (a photo may have several faces, or none). The anchor is the face with a same-person
-    match in the most photos (ties: the higher summed similarity); its best match in each photo
+    match in the most other photos (ties: the higher summed similarity, then the earlier
+    photo); its best match in each photo
     makes the majority's members. Then in every photo the face with the highest median
     similarity to the members of the *other* photos is the user's if it clears the threshold;
     otherwise the photo is an identity outlier.
@@ -60,6 +61,10 @@ def majority_identity(
     photo_ids = np.unique(owners)
     # best similarity of each face to each photo's faces: faces x photos
     best_per_photo = np.stack([similarity[:, owners == p].max(axis=1) for p in photo_ids], axis=1)
+    # a face votes for the other photos only: its own photo always "matches" (similarity ~1 with
+    # itself), and those self-matches differing in the last bit picked the anchor among photos
+    # of different people (a test flipped between runs); with no votes the first photo leads
+    best_per_photo[np.arange(len(owners)), np.searchsorted(photo_ids, owners)] = -np.inf
     matched = best_per_photo >= threshold
     votes, strength = matched.sum(axis=1), np.where(matched, best_per_photo, 0.0).sum(axis=1)
     anchor = int(np.lexsort((-strength, -votes))[0])

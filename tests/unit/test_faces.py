@@ -226,6 +226,17 @@ def test_majority_identity_drops_the_odd_one_out(embeddings, face_models):
     assert result.matches[1].similarity < result.threshold
 
 
+def test_majority_identity_of_photos_of_different_people_anchors_on_the_first():
+    """No two photos show the same person: the first photo's face is the user's, whatever the
+    rounding of each face's similarity with itself (which once decided it, run to run)."""
+    rng = np.random.default_rng(3)
+    faces = rng.normal(size=(3, 16)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    faces[2] *= np.float32(1.0001)  # the last face's self-similarity a hair above the others'
+    result = majority_identity([f[None, :] for f in faces], same_person_similarity=0.9)
+    assert [m.face_index for m in result.matches] == [0, None, None]
+
+
 # --- chooser -------------------------------------------------------------------------------------
 
 
