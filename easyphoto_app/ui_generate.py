@@ -252,9 +252,11 @@ def follow_batch(context: StudioContext, job_ids: list[str]) -> Iterator[tuple[A
                # new results: the gallery shows no selection, so Send to takes the first one
                changes(2, tuple(r.id for r in done),
                        lambda done=done: next(iter(result_infotexts(done)), "")))
-        if not running or context.ui_closing():  # the host's close waits for open streams
+        if not running:
             return
         time.sleep(POLL_SECONDS)
+        if context.ui_closing():  # just before the next yield (widgets.follow says why)
+            return
 
 
 def _results(done: list[Any]) -> list[views.GalleryItem]:

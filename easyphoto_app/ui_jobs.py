@@ -47,6 +47,8 @@ def follow_jobs(context: StudioContext) -> Iterator[str]:
     while True:
         jobs = recent_jobs(context)
         yield views.jobs_html(jobs)
-        if all(job.state in ENDED for job in jobs) or context.ui_closing():
+        if all(job.state in ENDED for job in jobs):
             return
         time.sleep(POLL_SECONDS)
+        if context.ui_closing():  # just before the next yield (widgets.follow says why)
+            return

@@ -91,7 +91,12 @@ def follow(get: Callable[[str], Any], record: Any,
         if state.get("stage") != stage:
             state["stage"], state["stage_since"] = stage, time.time()
         yield render(record, state)
-        if record.state in ENDED or closing():
+        if record.state in ENDED:
             return
         time.sleep(POLL_SECONDS)
+        # checked just before the next yield: a yield after the host stopped its queue goes to a
+        # closed websocket, and gradio 3.41 then never marks that event done, so the host's
+        # close waits for it forever (seen in a real A1111 with py-spy and gdb)
+        if closing():
+            return
         record = get(record.id)

@@ -31,6 +31,7 @@ def test_a_jobs_progress_stream_ends_when_the_page_closes(monkeypatch):
     closing = _Closing(after=2)
     frames = list(widgets.follow(lambda job_id: record, record, lambda rec, state: (rec.state,),
                                  closing=closing))
+    # asked just before each next frame: nothing is sent once the page is closing
     assert frames == [("running",)] * 3 and closing.calls == 3
 
 
@@ -55,3 +56,15 @@ def test_the_job_list_and_a_generate_clicks_stream_end_when_the_page_closes(monk
     assert len(list(ui_jobs.follow_jobs(_context(closing)))) == 2
     closing = _Closing(after=1)
     assert len(list(ui_generate.follow_batch(_context(closing), ["a"]))) == 2
+
+
+def test_no_frame_is_sent_once_the_page_began_closing_during_the_wait(monkeypatch):
+    """The host stops its queue while the stream waits between frames: the stream ends without
+    another frame (one sent to the closed websocket leaves gradio 3.41's event open forever,
+    and the host's close waits for it)."""
+    closed = []
+    monkeypatch.setattr(widgets.time, "sleep", lambda seconds: closed.append(True))
+    record = _running("a")
+    frames = list(widgets.follow(lambda job_id: record, record, lambda rec, state: (rec.state,),
+                                 closing=lambda: bool(closed)))
+    assert frames == [("running",)]
