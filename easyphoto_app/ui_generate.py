@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from easyphoto_app import compat, paste, templates, views
 from easyphoto_app.labels import text, text_in_any_language
 from easyphoto_app.ui_jobs import newest_job
-from easyphoto_app.widgets import ENDED, POLL_SECONDS, Changes, params_widgets
+from easyphoto_app.widgets import ENDED, Changes, next_frame_wanted, params_widgets
 from easyphoto_core.context import StudioContext
 from easyphoto_core.params import GenerateParams, field_specs, parse_params
 from easyphoto_core.pipeline.portrait import MIN_RELATIVE_FACE_SIZE
@@ -254,8 +254,7 @@ def follow_batch(context: StudioContext, job_ids: list[str]) -> Iterator[tuple[A
                        lambda done=done: next(iter(result_infotexts(done)), "")))
         if not running:
             return
-        time.sleep(POLL_SECONDS)
-        if context.ui_closing():  # just before the next yield (widgets.follow says why)
+        if not next_frame_wanted(context.ui_closing):
             return
 
 

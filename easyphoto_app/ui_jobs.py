@@ -10,7 +10,7 @@ import gradio as gr
 
 from easyphoto_app import compat, views
 from easyphoto_app.labels import text
-from easyphoto_app.widgets import ENDED, POLL_SECONDS
+from easyphoto_app.widgets import ENDED, next_frame_wanted
 from easyphoto_core.context import StudioContext
 
 JOBS_SHOWN = 20
@@ -42,13 +42,10 @@ def build_jobs_panel(context: StudioContext) -> tuple[Any, Any]:
 def follow_jobs(context: StudioContext) -> Iterator[str]:
     """The table every POLL_SECONDS while any job is queued or running; ends when none is, or
     when the page closes."""
-    import time
-
     while True:
         jobs = recent_jobs(context)
         yield views.jobs_html(jobs)
         if all(job.state in ENDED for job in jobs):
             return
-        time.sleep(POLL_SECONDS)
-        if context.ui_closing():  # just before the next yield (widgets.follow says why)
+        if not next_frame_wanted(context.ui_closing):
             return

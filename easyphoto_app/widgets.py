@@ -93,10 +93,15 @@ def follow(get: Callable[[str], Any], record: Any,
         yield render(record, state)
         if record.state in ENDED:
             return
-        time.sleep(POLL_SECONDS)
-        # checked just before the next yield: a yield after the host stopped its queue goes to a
-        # closed websocket, and gradio 3.41 then never marks that event done, so the host's
-        # close waits for it forever (seen in a real A1111 with py-spy and gdb)
-        if closing():
+        if not next_frame_wanted(closing):
             return
         record = get(record.id)
+
+
+def next_frame_wanted(closing: Callable[[], bool]) -> bool:
+    """Wait POLL_SECONDS, then whether a stream may send its next frame: not once the page is
+    closing. Checked just before that frame: one sent after the host stopped its queue goes to
+    a closed websocket, gradio 3.41 then never marks the event done, and the host's close waits
+    for it forever (seen in a real A1111 with py-spy and gdb)."""
+    time.sleep(POLL_SECONDS)
+    return not closing()

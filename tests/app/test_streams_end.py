@@ -50,8 +50,7 @@ def _context(closing) -> SimpleNamespace:
 
 
 def test_the_job_list_and_a_generate_clicks_stream_end_when_the_page_closes(monkeypatch):
-    monkeypatch.setattr(ui_jobs, "POLL_SECONDS", 0.01, raising=False)
-    monkeypatch.setattr(ui_generate, "POLL_SECONDS", 0.01, raising=False)
+    monkeypatch.setattr(widgets, "POLL_SECONDS", 0.01)  # the wait between frames of all three
     closing = _Closing(after=1)
     assert len(list(ui_jobs.follow_jobs(_context(closing)))) == 2
     closing = _Closing(after=1)
