@@ -71,12 +71,19 @@ def load_training_models(config: TrainerConfig, *, device: torch.device, dtype: 
                          ) -> tuple[TrainingModels, Any]:
     """Base model from the single-file checkpoint, frozen, with LoRA injected; components too."""
     from easyphoto_core.lora_layers import inject_lora
+    from easyphoto_core.pipeline.dpm_solver import alphas_cumprod as train_alphas_cumprod
     from easyphoto_core.sd.loading import load_sd15_checkpoint
 
-    components = load_sd15_checkpoint(config.base_model, device=device, dtype=dtype)
+    # native: torch-only models, no diffusers/transformers import (easyphoto_core.sd.native
+    # says what that saves of the start-up)
+    components = load_sd15_checkpoint(config.base_model, device=device, dtype=dtype, native=True)
     for module in (components.unet, components.text_encoder, components.vae):
         module.requires_grad_(False)
         module.eval()
+    if device.type == "cuda":
+        # cuDNN's Hopper convolutions are NHWC; the native UNet's GroupNorm and attention
+        # blocks keep NHWC activations NHWC (native/layers.py), so no layout copies remain
+        components.unet.to(memory_format=torch.channels_last)
     if config.params.low_vram:
         enable_checkpointing(components.unet)
         components.unet.train()  # older diffusers checkpoint only in train mode; no dropout here
@@ -84,7 +91,8 @@ def load_training_models(config: TrainerConfig, *, device: torch.device, dtype: 
                           alpha=config.params.network_alpha, unet_targets=UNET_TARGETS,
                           te_targets=TEXT_ENCODER_TARGETS)
     network.to(device=device, dtype=torch.float32)  # trainable LoRA weights stay fp32
-    alphas_cumprod = _alphas_cumprod(components.scheduler_config).to(device)
+    # the base model's training noise schedule (SD1.5: 'scaled_linear' over 1000 steps)
+    alphas_cumprod = train_alphas_cumprod(components.scheduler_config).to(device)
     models = TrainingModels(components.unet, components.text_encoder, network, alphas_cumprod,
                             device, dtype)
     return models, components
@@ -118,8 +126,3 @@ def legacy_model_hash(path: Path) -> str:
         return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
 
 
-def _alphas_cumprod(config: dict[str, Any]) -> torch.Tensor:
-    """The base model's training noise schedule (SD1.5: 'scaled_linear' over 1000 steps)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(config).alphas_cumprod.float()

@@ -6,7 +6,8 @@ known region back (noised to the next timestep), so only the mask changes. Share
 validation (LoRA live in the modules) and the standalone generation backend.
 
 Why a loop of our own and not diffusers' StableDiffusionControlNetInpaintPipeline (decided; the
-scheduler, DPM++ 2M Karras, IS diffusers' own DPMSolverMultistepScheduler):
+scheduler, DPM++ 2M Karras, is our own dpm_solver.DPMSolverPP2MKarras, equal to diffusers'
+DPMSolverMultistepScheduler in that configuration to float rounding, tested against it):
 - host constraint, measured: with A1111 1.10.1's transformers 4.30.2, diffusers pipelines do not
   import (diffusers 0.35.2: "cannot import name 'SiglipImageProcessor' from 'transformers'"),
   while its models and schedulers do. This loop needs only those.
@@ -156,11 +157,9 @@ class LatentInpainter:
 
     def make_scheduler(self) -> Any:
         """DPM++ 2M Karras, the WebUI's usual sampler, from the model's own schedule."""
-        from diffusers import DPMSolverMultistepScheduler
+        from easyphoto_core.pipeline.dpm_solver import DPMSolverPP2MKarras
 
-        return DPMSolverMultistepScheduler.from_config(
-            self.components.scheduler_config, use_karras_sigmas=True,
-            algorithm_type="dpmsolver++", solver_order=2)
+        return DPMSolverPP2MKarras.from_config(self.components.scheduler_config)
 
     @torch.no_grad()
     def encode_prompts(self, prompt: str, negative_prompt: str) -> torch.Tensor:

@@ -38,7 +38,7 @@ class NhwcKernels:
     add_bias: BiasKernel | None  # None: leave convolutions to PyTorch
 
 
-def _is_nhwc(x: torch.Tensor) -> bool:
+def is_nhwc(x: torch.Tensor) -> bool:
     """A 4-D tensor in channels-last memory (and not also plain contiguous, as 1x1 images are)."""
     return (x.dim() == 4 and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last))
@@ -75,8 +75,9 @@ def group_norm_channels_last(x: torch.Tensor, num_groups: int, weight: torch.Ten
     if bias is not None:
         shift = shift + bias.float()
     scale, shift = scale[:, :, None, None], shift[:, :, None, None]
-    if _wants_grad(x, weight, bias):
-        return (x * scale + shift).to(x.dtype)  # autograd cannot go through out=
+    if _wants_grad(x, weight, bias):  # training: autograd cannot go through out=
+        # one kernel in the activations' dtype, not float32 intermediates and a cast after
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     # float32 scale and shift (the shift can be large against the spread); rounded once on write
     try:
@@ -91,7 +92,7 @@ class ChannelsLastGroupNorm(torch.nn.GroupNorm):
     nhwc_kernel: GroupNormKernel = staticmethod(group_norm_channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _is_nhwc(x):
+        if not is_nhwc(x):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         # the Triton kernels run on CUDA and have no backward
         use_nhwc_kernel = x.is_cuda and not _wants_grad(x, self.weight, self.bias)
@@ -109,7 +110,7 @@ class ChannelsLastConv2d(torch.nn.Conv2d):
                 x, self.weight, self.bias):
             return super().forward(x)
         y = self._conv_forward(x, self.weight, None)
-        if not _is_nhwc(y):
+        if not is_nhwc(y):
             return y.add_(self.bias[:, None, None])
         return self.add_bias(y, self.bias)
 
@@ -129,7 +130,7 @@ def _fused_resnet_forward(self: Any, input_tensor: torch.Tensor, temb: torch.Ten
     GroupNorm fused with the SiLU after it and the time embedding added inside the second
     GroupNorm: two fewer passes over the activation and no broadcast add."""
     # the fused forward is for NHWC inference only
-    if not _is_nhwc(input_tensor) or _wants_grad(input_tensor, self.conv1.weight):
+    if not is_nhwc(input_tensor) or _wants_grad(input_tensor, self.conv1.weight):
         return type(self).forward(self, input_tensor, temb, *args, **kwargs)
     norm1, norm2 = self.norm1, self.norm2
     kernel = norm1.nhwc_kernel if input_tensor.is_cuda else group_norm_channels_last

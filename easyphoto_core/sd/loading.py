@@ -80,8 +80,13 @@ def load_sd15_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     config_dir: str | os.PathLike[str] | None = None,
+    native: bool = False,
 ) -> SDComponents:
-    """UNet, VAE, CLIP text encoder, tokenizer and scheduler config from a host-layout file."""
+    """UNet, VAE, CLIP text encoder, tokenizer and scheduler config from a host-layout file.
+
+    `native`: our own torch-only models and tokenizer (easyphoto_core.sd.native, for the
+    trainer's start-up) instead of diffusers' and transformers'; same weights, same outputs.
+    """
     source = Path(path)
     tensors, metadata = read_state_dict(source)
     kind = detect_sd_kind(tensors)
@@ -92,7 +97,7 @@ def load_sd15_checkpoint(
             "cond_stage_model.transformer.*)."
         )
     configs = _sd_configs(metadata, config_dir, source)
-    context = _LoadContext(source, configs.origin, torch.device(device), dtype)
+    context = _LoadContext(source, configs.origin, torch.device(device), dtype, native)
     models = {
         component: _load_component(
             component,
@@ -110,10 +115,18 @@ def load_sd15_checkpoint(
         unet=models["unet"],
         vae=models["vae"],
         text_encoder=models["text_encoder"],
-        tokenizer=load_clip_tokenizer(DEFAULT_TOKENIZER_DIR),
+        tokenizer=_tokenizer(native),
         scheduler_config=dict(scheduler_config),
         source=source,
     )
+
+
+def _tokenizer(native: bool) -> Any:
+    if not native:
+        return load_clip_tokenizer(DEFAULT_TOKENIZER_DIR)
+    from easyphoto_core.sd.tokenizer import load_bpe_tokenizer
+
+    return load_bpe_tokenizer(DEFAULT_TOKENIZER_DIR)
 
 
 def load_controlnet(
@@ -162,11 +175,17 @@ def read_controlnet_config(config_dir: str | os.PathLike[str]) -> dict[str, Any]
     return _read_json(Path(config_dir) / "config.json")
 
 
-def build_component(component: str, config: Mapping[str, Any]) -> torch.nn.Module:
+def build_component(component: str, config: Mapping[str, Any], *, native: bool = False
+                    ) -> torch.nn.Module:
     """An untrained model for `component` built from `config` on torch's current default device.
 
     Call it inside `with torch.device("meta"):` to get a model without memory or random init.
+    `native`: easyphoto_core.sd.native's model (no ControlNet there) instead of diffusers'.
     """
+    if native:
+        from easyphoto_core.sd.native import build_native_component
+
+        return build_native_component(component, config)
     if component == "text_encoder":
         from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -261,6 +280,7 @@ class _LoadContext:
     config_origin: str
     device: torch.device
     dtype: torch.dtype
+    native: bool = False
 
 
 def _load_component(
@@ -277,7 +297,7 @@ def _load_component(
     copy of the model even when an fp16 file is loaded as fp32.
     """
     with torch.device("meta"):
-        model = build_component(component, config)
+        model = build_component(component, config, native=context.native)
     expected = model.state_dict()
     key_map = component_key_map(component, config, expected.keys())
     loaded: dict[str, torch.Tensor] = {}

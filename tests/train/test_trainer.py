@@ -177,6 +177,33 @@ def test_missing_inputs_name_the_path(tiny_models, tiny_dataset, tmp_path, missi
     assert "nope" in events[-1]["message"]
 
 
+# Report what the trainer imported, at its exit (its stdout carries the events: stderr then).
+IMPORTS_AT_EXIT = """
+import atexit, runpy, sys
+atexit.register(lambda: print("IMPORTED", *sorted(sys.modules), file=sys.stderr))
+sys.argv = ["easyphoto_train", "--config", sys.argv[1]]
+runpy.run_module("easyphoto_train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_validating_run_imports_neither_diffusers_nor_transformers(
+        tiny_models, tiny_dataset, tmp_path, shared_models_dir):
+    """Their imports were most of the trainer's start-up (easyphoto_core.sd.native says how
+    much); the trainer's models, tokenizer and sampler are our own."""
+    job = make_job(tmp_path, tiny_models, tiny_dataset, weights_dir=shared_models_dir,
+                   validation=True, num_validation_templates=1, max_train_steps=2)
+    job.save(tmp_path / "job.json")
+    result = subprocess.run([sys.executable, "-c", IMPORTS_AT_EXIT, str(tmp_path / "job.json")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == ExitCode.OK, result.stderr[-3000:]
+    events = [parse_event(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events if e and e["event"] == "validation"] == ["validation"]
+    imported = next(line for line in result.stderr.splitlines() if line.startswith("IMPORTED"))
+    heavy = {name.split(".")[0] for name in imported.split()[1:]} & {
+        "diffusers", "transformers", "peft"}
+    assert not heavy
+
+
 def test_validation_scores_each_checkpoint_and_selects_the_best(tiny_models, tiny_dataset,
                                                                tmp_path, shared_models_dir):
     job = make_job(tmp_path, tiny_models, tiny_dataset, weights_dir=shared_models_dir,

@@ -70,12 +70,13 @@ def test_bad_job_files_are_exit_2_with_a_bad_config_event_naming_the_field(tmp_p
 
 def test_a_package_that_does_not_import_is_reported_with_its_cause_and_fix(tmp_path, valid_job,
                                                                          faces_dir, tiny_models):
-    """As on A1111 1.10.1: diffusers that needs a newer transformers than the host has (the
-    trainer imports diffusers when it loads the model, after reading the dataset)."""
+    """A package the trainer imports that is broken in the host's venv. (A diffusers that needs
+    a newer transformers than the host has, as on A1111 1.10.1, no longer stops a training:
+    the trainer does not import diffusers, test_trainer.py checks that.)"""
     from easyphoto_core.trainer_process.config import parse_config
     from easyphoto_core.trainer_process.runner import TrainingFailed, raise_for_outcome, run_trainer
 
-    fake = tmp_path / "shadow" / "diffusers"
+    fake = tmp_path / "shadow" / "safetensors"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
         "raise ImportError(\"cannot import name 'Dinov2WithRegistersConfig' from "
@@ -94,9 +95,8 @@ def test_a_package_that_does_not_import_is_reported_with_its_cause_and_fix(tmp_p
     assert outcome.exit_code == ExitCode.ERROR
     error = [e for e in outcome.events if e["event"] == "error"][-1]
     assert error["kind"] == "environment"
-    assert "diffusers" in error["message"] and "does not import" in error["message"]
+    assert "does not import" in error["message"]
     assert "Dinov2WithRegistersConfig" in error["message"]
-    assert "transformers " in error["message"]  # under which transformers
     assert "pip install" in error["hint"]
     with pytest.raises(TrainingFailed) as failed:
         raise_for_outcome(outcome)
