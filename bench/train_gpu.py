@@ -17,8 +17,9 @@ configuration runs in its own process (clean peak-memory figures); the parent pr
              over --reference-steps optimizer steps and scaled to 800.
   steps      diagnosis: our optimizer step alone (CUDA graph), no job around it
   steps_flash   the same with FlashAttention preferred over cuDNN's (as the job does)
-  steps_nhwc    steps_flash with the UNet in channels-last memory (cuDNN's Hopper convolutions
-             are NHWC: on NCHW tensors they transpose in and out, 12% of a step's GPU time)
+  steps_nchw    steps_flash with the UNet in NCHW memory, as before the trainer went
+             channels-last (cuDNN's Hopper convolutions are NHWC: on NCHW tensors they
+             transpose in and out, 12% of a step's GPU time)
   eager      diagnosis: the same step without the CUDA graph
   profile    diagnosis: the GPU time of 5 eager steps by kernel and by kind of kernel
 `--weights` is a folder with the YuNet file (validation detects faces with it); identity
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("job", "low_vram", "reference", "steps", "steps_flash", "steps_nhwc", "eager",
+MODES = ("job", "low_vram", "reference", "steps", "steps_flash", "steps_nchw", "eager",
          "profile")
 DEFAULT_MODES = "job,low_vram,reference"
 LOW_VRAM_STEPS = 100
@@ -119,12 +121,15 @@ def phases(events: list[dict], launched: float, ended: float) -> dict:
     closes no phase (the copy off the GPU is in the next step's time; `parts_s` has both)."""
     start = next(e for e in events if e["event"] == "start")
     spent = {"step": 0.0, "validation": 0.0}
+    step_times = []
     previous = start["arrived"]
     for event in events[events.index(start) + 1:]:
         if event["event"] == "checkpoint":
             continue
         if event["event"] in spent:
             spent[event["event"]] += event["arrived"] - previous
+        if event["event"] == "step":
+            step_times.append(event["arrived"] - previous)
         previous = event["arrived"]
         if event["event"] == "done":
             break
@@ -140,6 +145,11 @@ def phases(events: list[dict], launched: float, ended: float) -> dict:
         "optimizer_steps": steps,
         "steps_s": round(spent["step"], 2),
         "s_per_step": round(spent["step"] / max(steps, 1), 4),
+        # a mean above the median: some steps waited (a checkpoint's copy off the GPU, the
+        # writer thread holding the interpreter)
+        "step_median_s": round(statistics.median(step_times), 4) if step_times else None,
+        "step_p99_s": round(sorted(step_times)[int(0.99 * (len(step_times) - 1))], 4)
+        if step_times else None,
         "validations": validations,
         "validations_s": round(spent["validation"], 2),
         "select_fuse_save_s": round(done["arrived"] - last_before_done, 2),
@@ -228,7 +238,7 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     from easyphoto_train.setup import load_dataset_images, load_training_models, resolve_device
 
     started = time.perf_counter()
-    if mode in ("steps_flash", "steps_nhwc"):
+    if mode in ("steps_flash", "steps_nchw"):
         from easyphoto_train.setup import prefer_flash_attention
 
         prefer_flash_attention()
@@ -238,8 +248,8 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     device, dtype = resolve_device("cuda", params.mixed_precision)
     images = load_dataset_images(dataset, params.resolution)
     models, components = load_training_models(job, device=device, dtype=dtype)
-    if mode == "steps_nhwc":  # the convolutions' outputs then stay NHWC through the UNet
-        models.unet.to(memory_format=torch.channels_last)
+    if mode == "steps_nchw":
+        models.unet.to(memory_format=torch.contiguous_format)
     latents = encode_latents(components.vae, images, device=device, dtype=dtype)
     tokens = components.tokenizer("easyphoto_face, easyphoto, 1person", padding="max_length",
                                   max_length=77, return_tensors="pt").input_ids

@@ -266,15 +266,19 @@ class LoRANetwork:
         return self
 
     def state_dict_kohya(
-        self, *, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = "cpu"
     ) -> dict[str, torch.Tensor]:
-        """A detached copy in kohya keys (`.alpha` 0-dim); `dtype` casts the factors only."""
+        """A detached copy in kohya keys (`.alpha` 0-dim); `dtype` casts the factors only.
+
+        `device=None`: the factors where they are, detached but not copied (a caller that
+        copies them itself, such as a checkpoint snapshot into pinned memory)."""
         tensors: dict[str, torch.Tensor] = {}
         for name, site in self._sites.items():
             layer = site.layer
             for suffix, weight in ((LORA_DOWN_SUFFIX, layer.lora_down.weight),
                                    (LORA_UP_SUFFIX, layer.lora_up.weight)):
-                tensors[name + suffix] = weight.detach().to(device=device, dtype=dtype, copy=True)
+                tensors[name + suffix] = weight.detach() if device is None else \
+                    weight.detach().to(device=device, dtype=dtype, copy=True)
             tensors[name + ALPHA_SUFFIX] = torch.tensor(layer.alpha_value, device=device)
         return tensors
 

@@ -17,6 +17,7 @@ from easyphoto_train.checkpoints import (
     Checkpoint,
     CheckpointSnapshot,
     CheckpointWriter,
+    HostStaging,
     list_checkpoints,
     load_optimizer_state,
     read_checkpoint_lora,
@@ -165,6 +166,7 @@ def _validator(config: TrainerConfig, components, events: EventWriter, *, device
 def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, events: EventWriter,
               cancel: CancelToken, validator, stepper, writer: CheckpointWriter) -> None:
     every = config.params.val_and_checkpointing_steps
+    staging = HostStaging()
     timer_start, timed_steps = time.perf_counter(), 0
     while loop.step_count < state.total_steps:
         if cancel.requested:
@@ -185,16 +187,18 @@ def _optimise(config: TrainerConfig, loop: LoRATrainingLoop, state: RunState, ev
                 state.validations[loop.step_count] = record
                 events.emit("validation", step=record.step, scores=record.scores,
                             mean_score=round(record.mean_score, 4), images=record.images)
-            state.checkpoints.append(writer.submit(_snapshot(config, loop)))
+            writer.wait()  # the staging buffers are free again (long since, normally)
+            state.checkpoints.append(writer.submit(_snapshot(config, loop, staging)))
             if validator is not None:  # for --resume, which keeps the checkpoints' validations
                 save_validations(config.checkpoints_dir, state.validations)
 
 
-def _snapshot(config: TrainerConfig, loop: LoRATrainingLoop) -> CheckpointSnapshot:
+def _snapshot(config: TrainerConfig, loop: LoRATrainingLoop, staging: HostStaging
+              ) -> CheckpointSnapshot:
     return snapshot_checkpoint(
-        config.checkpoints_dir, loop.step_count, loop.models.network.state_dict_kohya(),
+        config.checkpoints_dir, loop.step_count, loop.models.network.state_dict_kohya(device=None),
         {"easyphoto_step": str(loop.step_count), "easyphoto_user_id": config.user_id},
-        loop.optimizer, _parameter_names(loop.models),
+        loop.optimizer, _parameter_names(loop.models), staging,
     )
 
 

@@ -75,3 +75,16 @@ def test_validation_in_the_step_pool_leaves_training_and_images_unchanged(tiny_c
     assert all(np.isfinite(losses))
     for image in captured:
         assert np.abs(image.astype(int) - eager.astype(int)).max() <= 2
+
+
+def test_host_staging_copies_into_reused_pinned_buffers():
+    from easyphoto_train.checkpoints import HostStaging
+
+    staging = HostStaging()
+    weight = torch.randn(128, 320, device="cuda")
+    first = staging.copy({"w": weight})["w"]
+    assert first.is_pinned() and torch.equal(first, weight.cpu())
+    weight.add_(1)
+    second = staging.copy({"w": weight})["w"]
+    assert second.data_ptr() == first.data_ptr()  # refilled, not reallocated
+    assert torch.equal(second, weight.cpu())

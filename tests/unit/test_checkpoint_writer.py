@@ -7,7 +7,12 @@ import threading
 import pytest
 import torch
 
-from easyphoto_train.checkpoints import CheckpointWriter, list_checkpoints, snapshot_checkpoint
+from easyphoto_train.checkpoints import (
+    CheckpointWriter,
+    HostStaging,
+    list_checkpoints,
+    snapshot_checkpoint,
+)
 
 
 def _snapshot(directory, step, parameter):
@@ -18,7 +23,23 @@ def _snapshot(directory, step, parameter):
             "lora_unet_block.lora_up.weight": torch.zeros(3, 2),
             "lora_unet_block.alpha": torch.tensor(2.0)}
     return snapshot_checkpoint(directory, step, lora, {"easyphoto_step": str(step)}, optimizer,
-                               {id(parameter): "block"})
+                               {id(parameter): "block"}, HostStaging())
+
+
+def test_a_snapshot_keeps_the_values_of_its_step(tmp_path):
+    parameter = torch.nn.Parameter(torch.randn(2, 4))
+    optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+    parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    lora = {"lora_unet_block.lora_down.weight": parameter.detach()}  # no copy: a live view
+    snapshot = snapshot_checkpoint(tmp_path, 1, lora, {}, optimizer, {id(parameter): "block"},
+                                   HostStaging())
+    before = snapshot.lora_tensors["lora_unet_block.lora_down.weight"].clone()
+    moment = snapshot.moments["block.exp_avg"].clone()
+    optimizer.step()  # the next step changes weights and moments in place
+    assert torch.equal(snapshot.lora_tensors["lora_unet_block.lora_down.weight"], before)
+    assert torch.equal(snapshot.moments["block.exp_avg"], moment)
+    assert snapshot.optimizer_metadata["adam_steps"] == '{"block": 1.0}'
 
 
 def test_training_goes_on_while_a_checkpoint_is_written_and_wait_means_on_disk(tmp_path,
