@@ -119,6 +119,14 @@ def _scale_shift(x_ptr, add_ptr, y_ptr, scale_ptr, shift_ptr, pixels, channels,
     tl.store(y_ptr + offsets, result.to(y_ptr.dtype.element_ty), mask=ok)
 
 
+def _pixel_runs(batch: int, pixels: int, channel_blocks: int) -> tuple[int, int]:
+    """(pixels per program, programs per image and channel block) for the passes that sum over
+    pixels: about TARGET_PROGRAMS programs, each a whole number of BLOCK_PIXELS rows."""
+    wanted_runs = max(1, TARGET_PROGRAMS // (batch * channel_blocks))
+    pixels_per_program = triton.cdiv(triton.cdiv(pixels, wanted_runs), BLOCK_PIXELS) * BLOCK_PIXELS
+    return pixels_per_program, triton.cdiv(pixels, pixels_per_program)
+
+
 def group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None,
                     bias: torch.Tensor | None, eps: float, *, add: torch.Tensor | None = None,
                     silu: bool = False) -> torch.Tensor:
@@ -137,9 +145,7 @@ def _group_norm_forward(x: torch.Tensor, num_groups: int, weight: torch.Tensor |
     batch, channels, height, width = x.shape
     pixels, group_size = height * width, channels // num_groups
     channel_blocks = triton.cdiv(channels, BLOCK_CHANNELS)
-    wanted_runs = max(1, TARGET_PROGRAMS // (batch * channel_blocks))
-    pixels_per_program = triton.cdiv(triton.cdiv(pixels, wanted_runs), BLOCK_PIXELS) * BLOCK_PIXELS
-    runs = triton.cdiv(pixels, pixels_per_program)
+    pixels_per_program, runs = _pixel_runs(batch, pixels, channel_blocks)
     sums = torch.empty(batch, runs, 2, channels, device=x.device, dtype=torch.float32)
     _channel_sums[(batch, runs, channel_blocks)](
         x, sums, pixels, channels, pixels_per_program,
@@ -250,9 +256,7 @@ def _group_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     group_size = channels // groups
     dy = dy.contiguous(memory_format=torch.channels_last)
     channel_blocks = triton.cdiv(channels, BLOCK_CHANNELS)
-    wanted_runs = max(1, TARGET_PROGRAMS // (batch * channel_blocks))
-    pixels_per_program = triton.cdiv(triton.cdiv(pixels, wanted_runs), BLOCK_PIXELS) * BLOCK_PIXELS
-    runs = triton.cdiv(pixels, pixels_per_program)
+    pixels_per_program, runs = _pixel_runs(batch, pixels, channel_blocks)
     sums = torch.empty(batch, runs, 2, channels, device=x.device, dtype=torch.float32)
     affine = weight is not None
     common = dict(HAS_AFFINE=affine, SILU=silu, BLOCK_P=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
