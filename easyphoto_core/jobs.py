@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -368,7 +368,11 @@ class JobManager:
             raise JobNotFound(f"No job {str(job_id)[:40]!r}: job ids are 12 hex digits.")
         handle = self._handles.get(job_id)
         if handle is not None:
-            return handle.record
+            # a copy, and only while it runs: the worker marks an ending job's record before
+            # the store has the end, and what get() calls ended must be ended for cancel() too
+            current = replace(handle.record)
+            if current.state == "running":
+                return current
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:

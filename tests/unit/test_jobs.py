@@ -248,3 +248,25 @@ def wait_for_state(manager, job_id, state, timeout=10.0):
     while manager.get(job_id).state != state:
         assert time.monotonic() < deadline, f"{job_id} never became {state}"
         time.sleep(0.02)
+
+
+def test_a_job_reads_as_ended_only_once_the_store_has_its_end(tmp_path, monkeypatch):
+    """The worker marks the record, then writes the store: in between, get() must not report
+    the end (a cancel() then would find the job running and take a cancel that never acts)."""
+    writing, release = threading.Event(), threading.Event()
+    finish = JobManager._finish
+
+    def slow_finish(self, record):
+        writing.set()
+        release.wait(10)
+        finish(self, record)
+
+    monkeypatch.setattr(JobManager, "_finish", slow_finish)
+    manager = manager_with(tmp_path, lambda handle: {})
+    record = manager.submit("train", ["a"])
+    assert writing.wait(10)
+    assert manager.get(record.id).state == "running"  # the worker has marked it "done"
+    release.set()
+    assert manager.wait(record.id, timeout=10).state == "done"
+    with pytest.raises(JobStateError, match="already ended"):
+        manager.cancel(record.id)
