@@ -221,6 +221,9 @@ def wire_train_tab(context: StudioContext, tab: TrainTab) -> None:
     tab.clear.click(lambda: (None, [], ""), inputs=[],
                     outputs=[tab.photos, tab.thumbnails, tab.summary], **compat.quick())
     warn = overwrite_warning(context)
-    tab.user_id.change(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick())
-    # gradio 3.41 drops a change that comes while the previous one runs: check again on leaving
+    # gradio 3.41 drops a change that comes while the previous one runs, and answers that may
+    # arrive out of order (the warning for "" after the one for "obama"): each change is
+    # checked again once its answer is in, with the box's value then, and again on leaving
+    tab.user_id.change(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick()) \
+        .then(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick())
     tab.user_id.blur(warn, inputs=[tab.user_id], outputs=[tab.overwrite], **compat.quick())
