@@ -44,8 +44,8 @@ class GroupNorm(nn.GroupNorm):
     PyTorch's kernel and its backward read NCHW only: on NHWC activations each call copies to
     NCHW and the next convolution copies back (cuDNN's nchwToNhwc kernels, 6.5 ms of a 54.5 ms
     training step on the H200, bench/train_gpu.py --modes profile). On CUDA the Triton kernels
-    (triton_nhwc.GroupNormNHWC) do the norm and the SiLU in one pass each way; elsewhere a
-    composite of PyTorch ops. Measured there: the step graph 63.8 ms NCHW, 61.1 ms NHWC with
+    (triton_nhwc.GroupNormNHWC) do the norm and the SiLU together, reading the activation twice
+    each way; elsewhere a composite of PyTorch ops. Measured there: the step graph 63.8 ms NCHW, 61.1 ms NHWC with
     the composite, 50.5 ms with the Triton kernels."""
 
     def forward(self, x: torch.Tensor, *, silu: bool = False) -> torch.Tensor:
