@@ -92,8 +92,8 @@ class HostStaging:
     Why: copying ~1,600 tensors (rank 128: LoRA factors and AdamW moments, ~0.9 GB) one by one
     into fresh pageable memory took 0.25 s per checkpoint on the H200 with the GPU idle, 2.0 s
     of a default run (bench/train_gpu.py, `checkpoint_snapshots`); into pinned buffers the
-    copies are asynchronous and the run waits once. The writer must be done with the previous
-    checkpoint before the next `copy` (CheckpointWriter.wait)."""
+    copies are asynchronous and the run waits once per `copy`. The writer must be done with the
+    previous checkpoint before the next `copy` (CheckpointWriter.wait)."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
@@ -124,12 +124,10 @@ def snapshot_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torc
     optimizer step changes the weights and moments in place."""
     moments, optimizer_meta = _optimizer_tensors(optimizer, parameter_names)
     optimizer_meta["step"] = str(step)
-    on_host = staging.copy({**{f"lora/{k}": v for k, v in lora_tensors.items()},
-                            **{f"optimizer/{k}": v for k, v in moments.items()}})
-    return CheckpointSnapshot(
-        Checkpoint(step, checkpoint_path(directory, step)),
-        {k: on_host[f"lora/{k}"] for k in lora_tensors}, dict(metadata),
-        {k: on_host[f"optimizer/{k}"] for k in moments}, optimizer_meta)
+    # one buffer set for both: kohya keys end in .weight / .alpha, moment keys in .exp_avg(_sq)
+    return CheckpointSnapshot(Checkpoint(step, checkpoint_path(directory, step)),
+                              staging.copy(lora_tensors), dict(metadata),
+                              staging.copy(moments), optimizer_meta)
 
 
 class CheckpointWriter:

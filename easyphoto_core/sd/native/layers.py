@@ -200,20 +200,16 @@ class Upsample2D(nn.Module):
         return self.conv(x)
 
 
-class SpatialSelfAttention(nn.Module):
-    """The VAE's single-head attention over pixels, with its own GroupNorm and the residual."""
+class SpatialSelfAttention(Attention):
+    """The VAE's single-head attention over pixels (with biases), with its own GroupNorm and the
+    residual."""
 
     def __init__(self, channels: int, *, groups: int, eps: float) -> None:
-        super().__init__()
+        super().__init__(channels, heads=1, dim_head=channels, bias=True)
         self.group_norm = GroupNorm(groups, channels, eps=eps)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(channels, channels)
-        self.to_v = nn.Linear(channels, channels)
-        self.to_out = nn.ModuleList([nn.Linear(channels, channels), nn.Dropout(0.0)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         tokens = self.group_norm(x).view(batch, channels, height * width).transpose(1, 2)
-        q, k, v = (layer(tokens)[:, None] for layer in (self.to_q, self.to_k, self.to_v))
-        out = self.to_out[0](F.scaled_dot_product_attention(q, k, v)[:, 0])
+        out = super().forward(tokens)
         return out.transpose(1, 2).reshape(batch, channels, height, width) + x

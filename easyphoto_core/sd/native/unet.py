@@ -89,8 +89,8 @@ class UNet2DConditionModel(nn.Module):
         context, temb = int(c["cross_attention_dim"]), channels[0] * 4
         resnet = functools.partial(ResnetBlock2D, temb_channels=temb, groups=groups, eps=eps)
 
-        def attention(ch: int, level: int) -> Transformer2DModel:
-            return Transformer2DModel(ch, heads=heads[level], context_dim=context, groups=groups)
+        def attention(ch: int, level_heads: int) -> Transformer2DModel:
+            return Transformer2DModel(ch, heads=level_heads, context_dim=context, groups=groups)
 
         self.conv_in = nn.Conv2d(int(c["in_channels"]), channels[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(channels[0], temb)
@@ -101,12 +101,12 @@ class UNet2DConditionModel(nn.Module):
             final = level == len(channels) - 1
             self.down_blocks.append(UNetBlock(
                 [resnet(in_ch if j == 0 else out_ch, out_ch) for j in range(layers)],
-                [attention(out_ch, level) for _ in range(layers)] if _has_attention(
+                [attention(out_ch, heads[level]) for _ in range(layers)] if _has_attention(
                     kind, DOWN_TYPES) else None,
                 downsampler=None if final else Downsample2D(
                     out_ch, padding=int(c.get("downsample_padding", 1)))))
         self.mid_block = UNetBlock([resnet(channels[-1], channels[-1]) for _ in range(2)],
-                                   [attention(channels[-1], len(channels) - 1)])
+                                   [attention(channels[-1], heads[-1])])
         self.up_blocks = nn.ModuleList()
         reversed_channels, reversed_heads = channels[::-1], heads[::-1]
         out_ch = reversed_channels[0]
@@ -118,8 +118,7 @@ class UNet2DConditionModel(nn.Module):
             self.up_blocks.append(UNetBlock(
                 [resnet((prev_ch if j == 0 else out_ch) + skips[j], out_ch)
                  for j in range(layers + 1)],
-                [Transformer2DModel(out_ch, heads=reversed_heads[level], context_dim=context,
-                                    groups=groups) for _ in range(layers + 1)]
+                [attention(out_ch, reversed_heads[level]) for _ in range(layers + 1)]
                 if _has_attention(kind, UP_TYPES) else None,
                 upsampler=None if final else Upsample2D(out_ch)))
         self.conv_norm_out = GroupNorm(groups, channels[0], eps=eps)
