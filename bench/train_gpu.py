@@ -238,7 +238,7 @@ def run_steps(checkpoint: Path, dataset: Path, steps: int, *, mode: str) -> dict
     from easyphoto_train.setup import load_dataset_images, load_training_models, resolve_device
 
     started = time.perf_counter()
-    if mode in ("steps_flash", "steps_nchw"):
+    if mode in ("steps_flash", "steps_nchw", "profile"):  # the job's attention kernels
         from easyphoto_train.setup import prefer_flash_attention
 
         prefer_flash_attention()
@@ -306,7 +306,8 @@ def profile_steps(loop, steps: int = 5) -> dict:
         kinds[kind] = kinds.get(kind, 0.0) + total / steps / 1000
         kernels.append((total / steps / 1000, item.count // steps, kind, item.key[:90]))
     kernels.sort(reverse=True)
-    for ms, count, kind, name in kernels[:30]:
+    print(f"  {sum(k[1] for k in kernels)} kernels per step", flush=True)
+    for ms, count, kind, name in kernels[:45]:
         print(f"  {ms:7.2f} ms/step  {count:5d}x  {kind:11s} {name}", flush=True)
     gpu_ms = sum(kinds.values())
     return {"mode": "profile", "s_per_step": round(gpu_ms / 1000, 4), "steps_s": gpu_ms * 0.8,

@@ -6,6 +6,7 @@ are drawn there), so the same step can later be captured in a CUDA graph.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -87,6 +88,10 @@ class LoRATrainingLoop:
                                          capturable=models.device.type == "cuda")
         self.generator = torch.Generator(device=models.device).manual_seed(seed)
         self.step_count = 0
+        # the LoRA factors cast once per forward (lora_layers.LoRANetwork.compute_factors
+        # says what that saves); not under gradient checkpointing, which recomputes forwards
+        self.cast_factors_once = not params.low_vram and any(
+            p.dtype != models.dtype for p in models.network.parameters())
 
     def _sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device, count = self.models.device, self.latents.shape[0]
@@ -110,10 +115,12 @@ class LoRATrainingLoop:
         # cast their fp32 master weights themselves. Under autocast every GroupNorm and
         # LayerNorm ran in fp32 with a cast in and out (about 1,000 casts per step on the H200's
         # eager profile, bench/train_gpu.py --modes profile); bf16 norms keep fp32 statistics.
-        # one caption for every image: encode it once and share it across the batch
-        hidden = models.text_encoder(self.token_ids)[0]
-        hidden = hidden.expand(self.micro_batch, -1, -1)
-        prediction = models.unet(noisy.to(models.dtype), timesteps, hidden).sample
+        with (models.network.compute_factors(models.dtype) if self.cast_factors_once
+              else contextlib.nullcontext()):
+            # one caption for every image: encode it once and share it across the batch
+            hidden = models.text_encoder(self.token_ids)[0]
+            hidden = hidden.expand(self.micro_batch, -1, -1)
+            prediction = models.unet(noisy.to(models.dtype), timesteps, hidden).sample
         return F.mse_loss(prediction.float(), noise, reduction="mean")
 
     def step(self) -> float:

@@ -34,6 +34,9 @@ BLOCK_PIXELS = 64
 BLOCK_CHANNELS = 64
 # enough programs for the statistics pass to fill an H100's 132 multiprocessors a few times over
 TARGET_PROGRAMS = 512
+# `_group_scale_shift`'s blocks: SD1.5's groups have 4 to 80 channels (128 to 2560 in 32 groups)
+GROUP_BLOCK_RUNS = 32
+GROUP_BLOCK_CHANNELS = 128
 
 
 @triton.jit
@@ -61,7 +64,12 @@ def _channel_sums(x_ptr, sums_ptr, pixels, channels, pixels_per_program,
     tl.store(out + channels, tl.sum(total_sq, axis=0), mask=col_ok)
 
 
-@triton.jit
+# Shape numbers are not specialised on (Triton would compile a variant per divisibility of
+# each) and the blocks are fixed: this kernel is tiny (one program per image and group), and
+# every variant is a compile of ~0.4 s on first use. With a block size per shape, a portrait's
+# first call compiled this kernel about 20 times (11 s of its 15 s on an H200 with an empty
+# Triton cache; 3.4 s with a warm one, bench/generate_gpu.py).
+@triton.jit(do_not_specialize=["pixels", "channels", "runs", "group_size"])
 def _group_scale_shift(x_ptr, add_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr, shift_ptr,
                        mean_ptr, rstd_ptr,
                        pixels, channels, runs, group_size, eps, HAS_ADD: tl.constexpr,
@@ -69,11 +77,14 @@ def _group_scale_shift(x_ptr, add_ptr, sums_ptr, weight_ptr, bias_ptr, scale_ptr
     image, group = tl.program_id(0), tl.program_id(1)
     cols = group * group_size + tl.arange(0, BLOCK_G)
     col_ok = tl.arange(0, BLOCK_G) < group_size
-    run_ids = tl.arange(0, BLOCK_R)
-    ok = (run_ids < runs)[:, None] & col_ok[None, :]
-    at = sums_ptr + ((image * runs + run_ids[:, None]) * 2) * channels + cols[None, :]
-    s1 = tl.sum(tl.load(at, mask=ok, other=0.0), axis=0)
-    s2 = tl.sum(tl.load(at + channels, mask=ok, other=0.0), axis=0)
+    s1 = tl.zeros([BLOCK_G], tl.float32)
+    s2 = tl.zeros([BLOCK_G], tl.float32)
+    for first_run in range(0, runs, BLOCK_R):
+        run_ids = first_run + tl.arange(0, BLOCK_R)
+        ok = (run_ids < runs)[:, None] & col_ok[None, :]
+        at = sums_ptr + ((image * runs + run_ids[:, None]) * 2) * channels + cols[None, :]
+        s1 += tl.sum(tl.load(at, mask=ok, other=0.0), axis=0)
+        s2 += tl.sum(tl.load(at + channels, mask=ok, other=0.0), axis=0)
     shift0 = tl.load(x_ptr + image.to(tl.int64) * pixels * channels + cols, mask=col_ok,
                      other=0.0).to(tl.float32)
     if HAS_ADD:  # x + add has the same spread per channel; only the means move
@@ -161,8 +172,8 @@ def _group_norm_forward(x: torch.Tensor, num_groups: int, weight: torch.Tensor |
         x, scale if add is None else add, sums, weight if affine else scale,
         bias if affine else shift, scale, shift, mean, rstd, pixels, channels, runs,
         group_size, eps,
-        HAS_ADD=add is not None, HAS_AFFINE=affine,
-        BLOCK_R=triton.next_power_of_2(runs), BLOCK_G=triton.next_power_of_2(group_size))
+        HAS_ADD=add is not None, HAS_AFFINE=affine, BLOCK_R=GROUP_BLOCK_RUNS,
+        BLOCK_G=max(GROUP_BLOCK_CHANNELS, triton.next_power_of_2(group_size)))
     out = torch.empty_like(x, memory_format=torch.channels_last)
     _scale_shift[(triton.cdiv(pixels, BLOCK_PIXELS), channel_blocks, batch)](
         x, scale if add is None else add, out, scale, shift, pixels, channels,

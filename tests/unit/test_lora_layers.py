@@ -5,6 +5,7 @@ Runs on the tiny random-weight models (models/tiny configs) on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
@@ -225,6 +226,35 @@ def test_gradients_reach_only_the_lora_factors(tiny):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.parameters())
     assert all(p.grad is None for p in unet.parameters() if not p.requires_grad)
     assert {p for p in unet.parameters() if p.requires_grad} == set(network.parameters_by_part().unet)
+
+
+def test_factors_cast_once_give_the_same_loss_and_gradients_as_per_layer_casts(tiny):
+    """compute_factors replaces each layer's casts by one pass over all factors: the same bf16
+    weights and the same float32 gradients, bit for bit (the same roundings, in bulk)."""
+    unet, text_encoder = (model.to(torch.bfloat16) for model in tiny)
+    network = inject_lora(unet, text_encoder, rank=4, alpha=2).to(dtype=torch.float32)
+    randomise(network, seed=7)
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)).bfloat16()
+
+    def loss_and_gradients(cast_once: bool):
+        for parameter in network.parameters():
+            parameter.grad = None
+        with (network.compute_factors(torch.bfloat16) if cast_once
+              else contextlib.nullcontext()):
+            hidden = text_encoder(TOKENS)[0].expand(2, -1, -1)
+            loss = unet(latents, torch.tensor([3, 500]), hidden).sample.float().square().mean()
+        loss.backward()
+        return loss.detach(), [p.grad for p in network.parameters()]
+
+    per_layer_loss, per_layer_grads = loss_and_gradients(False)
+    once_loss, once_grads = loss_and_gradients(True)
+    assert torch.equal(per_layer_loss, once_loss)
+    assert all(g.dtype == torch.float32 for g in once_grads)
+    assert all(torch.equal(a, b) for a, b in zip(per_layer_grads, once_grads, strict=True))
+    assert all(layer.compute_factors is None for layer in network.layers.values())  # block left
+    next(iter(network.layers.values())).set_alpha(3)
+    with pytest.raises(ValueError, match="one alpha"), network.compute_factors(torch.bfloat16):
+        pass
 
 
 def test_fp16_file_merged_in_place_matches_the_trained_layers_and_restores(
