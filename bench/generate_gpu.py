@@ -223,8 +223,9 @@ def _profile_parts(backend, lora) -> dict[str, float]:
     inpainter = LatentInpainter(components, device=backend.cache.device, dtype=backend.cache.dtype,
                                 graph_cache=backend.cache.graphs)
     image, mask, control = inputs(512)
-    controls = [(backend.cache.controlnet(backend.controlnet_path(k)),
-                 inpainter.prepare_control(control), WEIGHTS[k]) for k in FIRST["controls"]]
+    nets = [backend.cache.controlnet(backend.controlnet_path(k)) for k in FIRST["controls"]]
+    controls = [(net, inpainter.prepare_control(control, net), WEIGHTS[k])
+                for net, k in zip(nets, FIRST["controls"], strict=True)]
     embeds = inpainter.encode_prompts("easyphoto_face", "blurry")
     latents = inpainter.prepare_latents(image)
     scheduler = inpainter.make_scheduler()
@@ -236,7 +237,7 @@ def _profile_parts(backend, lora) -> dict[str, float]:
         "one_unet_controlnets_step": timed(lambda: inpainter.predict_noise(
             scheduler, latents, steps[0], embeds, controls=controls, cfg_scale=7.0), repeat=20),
         "vae_decode_blend": timed(lambda: inpainter.decode_and_blend(latents, image, mask)),
-        "prepare_control": timed(lambda: inpainter.prepare_control(control)),
+        "prepare_control": timed(lambda: inpainter.prepare_control(control, nets[0])),
         "prepare_mask": timed(lambda: inpainter.prepare_mask(mask, latents.shape[-2:])),
     }
     noise = torch.randn_like(latents)

@@ -10,8 +10,9 @@ ends with `.contiguous()` on an NHWC view, an NCHW copy that the next convolutio
 ChannelsLastGroupNorm (Triton kernels where Triton is installed, else two float32 reductions and
 one fused multiply-add over a free view of the NHWC memory), its convolutions to
 ChannelsLastConv2d where Triton can add their bias (PyTorch's broadcast add is unvectorised),
-each Transformer2DModel returns its output in the layout it got, and each ResNet block runs its
-GroupNorm + SiLU pairs (and its time-embedding add) as one GroupNorm call. Parameters, state-dict
+each Transformer2DModel returns its output in the layout it got, each ResNet block runs its
+GroupNorm + SiLU pairs (and its time-embedding add and conv1's bias) as one GroupNorm call and
+its residual add with conv2's bias, and each GEGLU its gate in one Triton kernel. Parameters, state-dict
 keys and results (to rounding) stay the same, so loading, LoRA merging and checkpoints do not
 notice. `restore_plain_modules(model)` undoes it all.
 """
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 GroupNormKernel = Callable[..., torch.Tensor]  # (x, num_groups, weight, bias, eps) -> y
-BiasKernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y, bias) -> y, in place
+BiasKernel = Callable[..., torch.Tensor]  # (y, bias[, residual]) -> y, in place
+GegluKernel = Callable[[torch.Tensor], torch.Tensor]  # [..., 2 x inner] -> [..., inner]
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class NhwcKernels:
 
     group_norm: GroupNormKernel
     add_bias: BiasKernel | None  # None: leave convolutions to PyTorch
+    geglu: GegluKernel | None = None  # None: diffusers' GEGLU as it is
 
 
 def is_nhwc(x: torch.Tensor) -> bool:
@@ -118,17 +121,19 @@ class ChannelsLastConv2d(torch.nn.Conv2d):
 def fastest_kernels() -> NhwcKernels:
     """The Triton kernels where Triton can be imported (torch's CUDA builds on Linux)."""
     try:
+        from easyphoto_core.sd.triton_geglu import geglu
         from easyphoto_core.sd.triton_nhwc import add_channel_bias_, group_norm_nhwc
     except ImportError:
         return NhwcKernels(group_norm=group_norm_channels_last, add_bias=None)
-    return NhwcKernels(group_norm=group_norm_nhwc, add_bias=add_channel_bias_)
+    return NhwcKernels(group_norm=group_norm_nhwc, add_bias=add_channel_bias_, geglu=geglu)
 
 
 def _fused_resnet_forward(self: Any, input_tensor: torch.Tensor, temb: torch.Tensor | None = None,
                           *args: Any, **kwargs: Any) -> torch.Tensor:
     """ResnetBlock2D.forward for the SD1.5 configuration `_is_fusable_resnet` checks, with each
-    GroupNorm fused with the SiLU after it and the time embedding added inside the second
-    GroupNorm: two fewer passes over the activation and no broadcast add."""
+    GroupNorm fused with the SiLU after it, and no pass of its own for a bias: the time
+    embedding and conv1's bias are added inside the second GroupNorm, conv2's and the
+    shortcut's inside the residual add. Three fewer passes over the activation per block."""
     # the fused forward is for NHWC inference only
     if not is_nhwc(input_tensor) or _wants_grad(input_tensor, self.conv1.weight):
         return type(self).forward(self, input_tensor, temb, *args, **kwargs)
@@ -136,16 +141,38 @@ def _fused_resnet_forward(self: Any, input_tensor: torch.Tensor, temb: torch.Ten
     kernel = norm1.nhwc_kernel if input_tensor.is_cuda else group_norm_channels_last
     hidden = kernel(input_tensor, norm1.num_groups, norm1.weight, norm1.bias, norm1.eps,
                     silu=True)
-    hidden = self.conv1(hidden)
-    added = None
+    hidden = _conv_without_bias(self.conv1, hidden)
+    added = self.conv1.bias.expand(hidden.shape[0], -1)
     if self.time_emb_proj is not None and temb is not None:
-        added = self.time_emb_proj(self.nonlinearity(temb))
+        added = self.time_emb_proj(self.nonlinearity(temb)) + self.conv1.bias
     hidden = kernel(hidden, norm2.num_groups, norm2.weight, norm2.bias, norm2.eps, add=added,
                     silu=True)
-    hidden = self.conv2(self.dropout(hidden))
-    shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
-    output = shortcut + hidden
+    hidden = _conv_without_bias(self.conv2, self.dropout(hidden))
+    bias, shortcut = self.conv2.bias, input_tensor
+    if self.conv_shortcut is not None:
+        shortcut = _conv_without_bias(self.conv_shortcut, input_tensor)
+        bias = bias + self.conv_shortcut.bias
+    output = _add_residual_and_bias_(hidden, shortcut, bias, getattr(self.conv2, "add_bias", None))
     return output if self.output_scale_factor == 1.0 else output / self.output_scale_factor
+
+
+def _conv_without_bias(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _add_residual_and_bias_(y: torch.Tensor, residual: torch.Tensor, bias: torch.Tensor,
+                            add_bias: BiasKernel | None) -> torch.Tensor:
+    """y += residual + bias[channel], in one pass where the Triton kernel can take it."""
+    if add_bias is not None and y.is_cuda and is_nhwc(y) and is_nhwc(residual):
+        return add_bias(y, bias, residual)
+    return y.add_(residual).add_(bias[:, None, None])
+
+
+def _bias_foldable(conv: Any) -> bool:
+    """A plain zero-padded Conv2d with a bias (no LoRA layer of old diffusers on it): its bias
+    can be added elsewhere."""
+    return (isinstance(conv, torch.nn.Conv2d) and conv.padding_mode == "zeros"
+            and conv.bias is not None and getattr(conv, "lora_layer", None) is None)
 
 
 def _is_fusable_resnet(module: torch.nn.Module) -> bool:
@@ -160,7 +187,25 @@ def _is_fusable_resnet(module: torch.nn.Module) -> bool:
             and isinstance(getattr(module, "norm2", None), ChannelsLastGroupNorm)
             and all(hasattr(module, name) for name in (
                 "conv1", "conv2", "dropout", "time_emb_proj", "conv_shortcut",
-                "output_scale_factor")))
+                "output_scale_factor"))
+            and _bias_foldable(module.conv1) and _bias_foldable(module.conv2)
+            and (module.conv_shortcut is None or _bias_foldable(module.conv_shortcut)))
+
+
+def _fused_geglu_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+                         ) -> torch.Tensor:
+    """diffusers' GEGLU.forward (exact GELU) with the gate in one kernel on CUDA inference
+    (triton_geglu.py says what that saves); elsewhere diffusers' own."""
+    if not hidden_states.is_cuda or _wants_grad(hidden_states, self.proj.weight):
+        return type(self).forward(self, hidden_states, *args, **kwargs)
+    return self.geglu_kernel(self.proj(hidden_states))
+
+
+def _is_exact_geglu(module: torch.nn.Module) -> bool:
+    """diffusers' GEGLU (a Linear to twice the width, halves a and g, a * F.gelu(g))."""
+    return (type(module).__name__ == "GEGLU" and isinstance(getattr(module, "proj", None),
+                                                          torch.nn.Linear)
+            and getattr(module, "approximate", "none") == "none")
 
 
 def _transformer_output_in_input_layout(self: Any, hidden_states: torch.Tensor,
@@ -190,6 +235,9 @@ def prepare_channels_last(model: torch.nn.Module, *,
               and not getattr(module, "use_linear_projection", True)):
             module._get_output_for_continuous_inputs = types.MethodType(
                 _transformer_output_in_input_layout, module)
+        elif _is_exact_geglu(module) and kernels.geglu is not None:
+            module.geglu_kernel = kernels.geglu
+            module.forward = types.MethodType(_fused_geglu_forward, module)
     for module in model.modules():  # after the norms above changed class
         if _is_fusable_resnet(module):
             module.forward = types.MethodType(_fused_resnet_forward, module)
@@ -204,5 +252,6 @@ def restore_plain_modules(model: torch.nn.Module) -> torch.nn.Module:
         elif isinstance(module, ChannelsLastConv2d):
             module.__class__ = torch.nn.Conv2d
         module.__dict__.pop("_get_output_for_continuous_inputs", None)
+        module.__dict__.pop("geglu_kernel", None)
         module.__dict__.pop("forward", None)  # a fused ResNet block, or torch.compile's
     return model.to(memory_format=torch.contiguous_format)

@@ -305,7 +305,8 @@ class GroupNormNHWC(torch.autograd.Function):
 
 
 @triton.jit
-def _add_bias(y_ptr, bias_ptr, rows, channels, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+def _add_bias(y_ptr, bias_ptr, residual_ptr, rows, channels, HAS_RESIDUAL: tl.constexpr,
+              BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     row_ids = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < channels
@@ -313,13 +314,19 @@ def _add_bias(y_ptr, bias_ptr, rows, channels, BLOCK_R: tl.constexpr, BLOCK_C: t
     offsets = row_ids.to(tl.int64)[:, None] * channels + cols[None, :]
     values = tl.load(y_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    tl.store(y_ptr + offsets, (values + bias[None, :]).to(y_ptr.dtype.element_ty), mask=ok)
+    values += bias[None, :]
+    if HAS_RESIDUAL:
+        values += tl.load(residual_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offsets, values.to(y_ptr.dtype.element_ty), mask=ok)
 
 
-def add_channel_bias_(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """y += bias over the channel dimension, for a 4-D channels-last CUDA tensor; returns y."""
+def add_channel_bias_(y: torch.Tensor, bias: torch.Tensor,
+                      residual: torch.Tensor | None = None) -> torch.Tensor:
+    """y += bias over the channel dimension (and + residual, of y's shape), for 4-D
+    channels-last CUDA tensors; returns y."""
     batch, channels, height, width = y.shape
     rows = batch * height * width
     _add_bias[(triton.cdiv(rows, BLOCK_PIXELS), triton.cdiv(channels, BLOCK_CHANNELS))](
-        y, bias, rows, channels, BLOCK_R=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
+        y, bias, y if residual is None else residual, rows, channels,
+        HAS_RESIDUAL=residual is not None, BLOCK_R=BLOCK_PIXELS, BLOCK_C=BLOCK_CHANNELS)
     return y

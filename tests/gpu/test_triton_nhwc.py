@@ -48,6 +48,17 @@ def test_add_channel_bias_writes_every_element(shape):
     assert _error(result, expected) < 1e-3
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_add_channel_bias_with_a_residual_in_one_pass(shape):
+    y = _nhwc(shape, dtype=torch.float16, offset=1.0)
+    residual = _nhwc(shape, dtype=torch.float16, offset=2.0)
+    bias = torch.randn(shape[1], device="cuda", dtype=torch.float16)
+    expected = y.double() + residual.double() + bias.double()[:, None, None]
+    result = triton_nhwc.add_channel_bias_(y, bias, residual)
+    assert result.data_ptr() == y.data_ptr()
+    assert _error(result, expected) < 1e-3
+
+
 @pytest.mark.parametrize("shape", [(2, 320, 64, 64), (2, 1280, 8, 8), (1, 128, 96, 80)])
 def test_group_norm_with_added_embedding_and_silu(shape):
     x = _nhwc(shape, dtype=torch.float16, offset=3.0)
@@ -59,6 +70,23 @@ def test_group_norm_with_added_embedding_and_silu(shape):
     result = triton_nhwc.group_norm_nhwc(x, 32, weight, bias, 1e-6, add=add, silu=True)
     unfused = F.silu(F.group_norm(x + add[:, :, None, None], 32, weight, bias, 1e-6))
     assert _error(result, reference) <= max(_error(unfused, reference) * 1.1, 1e-6)
+
+
+def test_prepared_vae_decoder_on_cuda_matches_nchw():
+    """The VAE's ResNet blocks have no time embedding: conv1's bias alone goes into norm2."""
+    from easyphoto_core.sd.channels_last import prepare_channels_last
+    from easyphoto_core.sd.loading import read_sd15_configs
+    from easyphoto_core.sd.tiny import TINY_CONFIG_DIR, random_model
+
+    vae = random_model("vae", read_sd15_configs(TINY_CONFIG_DIR)["vae"], seed=2)
+    vae = vae.to("cuda", torch.float16).eval().requires_grad_(False)
+    latent = torch.randn(1, 4, 24, 16, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        reference = vae.double().decode(latent.double()).sample
+        plain = vae.half().decode(latent).sample
+        prepare_channels_last(vae)
+        result = vae.decode(latent.contiguous(memory_format=torch.channels_last)).sample
+    assert _error(result, reference) <= max(_error(plain, reference) * 1.5, 1e-3)
 
 
 def test_prepared_unet_on_cuda_matches_nchw():

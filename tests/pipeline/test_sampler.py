@@ -68,6 +68,30 @@ def test_controlnet_and_callback_take_effect(parts):
     assert steps_seen == [(1, 3), (2, 3), (3, 3)]  # 6 steps x denoise 0.5
 
 
+def test_control_embedded_once_per_pass_predicts_what_the_controlnet_does_on_the_image(parts):
+    """prepare_control lifts the ControlNet's conditioning embedding out of the steps: the
+    noise prediction is the one the ControlNet makes from the control image itself."""
+    components, canny = parts
+    inpaint = LatentInpainter(components, device=torch.device("cpu"), dtype=torch.float32)
+    control = np.random.default_rng(2).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    embedded = inpaint.prepare_control(control, canny)
+    image = inpaint.prepare_control(control)  # no ControlNet named: the image, once per half
+    assert embedded.shape[:2] == (1, canny.config.block_out_channels[0])
+    assert image.shape == (2, 3, 64, 96)
+    scheduler = inpaint.make_scheduler()
+    timestep = inpaint.prepare_timesteps(scheduler, 6, 0.5)[0]
+    latents = torch.randn(1, 4, 8, 12, generator=torch.Generator().manual_seed(0))
+    embeds = inpaint.encode_prompts("easyphoto_face", "")
+    predictions = [inpaint.predict_noise(scheduler, latents, timestep, embeds,
+                                         controls=[(canny, condition, 0.8)], cfg_scale=7.0)
+                   for condition in (embedded, image)]
+    torch.testing.assert_close(predictions[0], predictions[1], rtol=1e-5, atol=1e-5)
+    assert canny.controlnet_cond_embedding is not sampler._ALREADY_EMBEDDED  # put back
+    unguided = inpaint.predict_noise(scheduler, latents, timestep, embeds, controls=[],
+                                     cfg_scale=7.0)
+    assert (predictions[0] - unguided).abs().max() > 1e-3  # the control does act
+
+
 def test_interrupt_flag_stops_between_steps(parts):
     components, _ = parts
     inpaint = LatentInpainter(components, device=torch.device("cpu"), dtype=torch.float32)

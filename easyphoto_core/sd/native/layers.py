@@ -37,6 +37,16 @@ def triton_group_norm() -> Any:
     return GroupNormNHWC
 
 
+@functools.cache
+def triton_geglu() -> Any:
+    """The Triton GEGLU with its backward (triton_geglu.py), or None without Triton."""
+    try:
+        from easyphoto_core.sd.triton_geglu import GEGLUFunction
+    except ImportError:
+        return None
+    return GEGLUFunction
+
+
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (optionally followed by SiLU) that keeps a channels-last input
     channels-last, autograd included.
@@ -115,7 +125,11 @@ class GEGLU(nn.Module):
         self.proj = nn.Linear(dim, inner * 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden, gate = self.proj(x).chunk(2, dim=-1)
+        projected = self.proj(x)
+        fused = triton_geglu() if projected.is_cuda else None
+        if fused is not None:  # one kernel each way (triton_geglu.py says what it saves)
+            return fused.apply(projected)
+        hidden, gate = projected.chunk(2, dim=-1)
         return hidden * F.gelu(gate)
 
 
