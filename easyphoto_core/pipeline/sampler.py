@@ -284,7 +284,8 @@ class LatentInpainter:
                                         mid_block_additional_residual=mid).sample
 
         key = ("noise", id(self.components.unet), tuple(inputs["latent_in"].shape),
-               tuple((id(net), weight) for net, weight in active))
+               tuple((id(net), weight) for net, weight in active),
+               tuple(tuple(c.shape) for c in inputs["control_images"]))  # images or embeddings
         return self._captured(key, predict, inputs)
 
     def _captured(self, key: tuple, call: Callable[..., torch.Tensor], example: dict[str, Any]

@@ -168,6 +168,13 @@ def _add_residual_and_bias_(y: torch.Tensor, residual: torch.Tensor, bias: torch
     return y.add_(residual).add_(bias[:, None, None])
 
 
+def _time_embedding_before_norm2(module: torch.nn.Module) -> bool:
+    """diffusers adds the time embedding before norm2 ("default"); a block without one (the VAE
+    decoder's up blocks say "group") just runs norm2, which is the same."""
+    norm = getattr(module, "time_embedding_norm", None)
+    return norm == "default" or (norm == "group" and getattr(module, "time_emb_proj", 0) is None)
+
+
 def _bias_foldable(conv: Any) -> bool:
     """A plain zero-padded Conv2d with a bias (no LoRA layer of old diffusers on it): its bias
     can be added elsewhere."""
@@ -180,7 +187,7 @@ def _is_fusable_resnet(module: torch.nn.Module) -> bool:
     before norm2, SiLU everywhere, both norms already ChannelsLastGroupNorm."""
     return (type(module).__name__ == "ResnetBlock2D"
             and not getattr(module, "up", True) and not getattr(module, "down", True)
-            and getattr(module, "time_embedding_norm", None) == "default"
+            and _time_embedding_before_norm2(module)
             and not getattr(module, "skip_time_act", True)
             and isinstance(getattr(module, "nonlinearity", None), torch.nn.SiLU)
             and isinstance(getattr(module, "norm1", None), ChannelsLastGroupNorm)
