@@ -39,7 +39,7 @@ def _geglu_forward(x_ptr, y_ptr, rows, inner, BLOCK_R: tl.constexpr, BLOCK_C: tl
     at = row_ids.to(tl.int64)[:, None] * (2 * inner) + cols[None, :]
     a = tl.load(x_ptr + at, mask=ok, other=0.0).to(tl.float32)
     g = tl.load(x_ptr + at + inner, mask=ok, other=0.0).to(tl.float32)
-    y = a * g * 0.5 * (1.0 + tl.erf(g * SQRT_HALF))
+    y = a * g * 0.5 * (1.0 + tl.math.erf(g * SQRT_HALF))
     out = row_ids.to(tl.int64)[:, None] * inner + cols[None, :]
     tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=ok)
 
@@ -55,7 +55,7 @@ def _geglu_backward(x_ptr, dy_ptr, dx_ptr, rows, inner, BLOCK_R: tl.constexpr,
     g = tl.load(x_ptr + at + inner, mask=ok, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + row_ids.to(tl.int64)[:, None] * inner + cols[None, :], mask=ok,
                  other=0.0).to(tl.float32)
-    cdf = 0.5 * (1.0 + tl.erf(g * SQRT_HALF))
+    cdf = 0.5 * (1.0 + tl.math.erf(g * SQRT_HALF))
     pdf = tl.exp(-0.5 * g * g) * INV_SQRT_2PI
     tl.store(dx_ptr + at, (dy * g * cdf).to(dx_ptr.dtype.element_ty), mask=ok)
     tl.store(dx_ptr + at + inner, (dy * a * (cdf + g * pdf)).to(dx_ptr.dtype.element_ty),
