@@ -29,32 +29,34 @@ SQRT_HALF = tl.constexpr(0.7071067811865476)
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
-# `rows` (tokens x batch) is not specialised on: one compile per dtype and width, not per
-# batch and image size (each compile is ~0.4 s of a first call)
-@triton.jit(do_not_specialize=["rows"])
-def _geglu_forward(x_ptr, y_ptr, rows, inner, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+@triton.jit
+def _load_halves(x_ptr, rows, inner, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's block: (a, g) in float32, their offsets in [a | g], the offsets of the
+    matching [rows, inner] elements, and the in-bounds mask."""
     row_ids = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     ok = (row_ids < rows)[:, None] & (cols < inner)[None, :]
     at = row_ids.to(tl.int64)[:, None] * (2 * inner) + cols[None, :]
+    out = row_ids.to(tl.int64)[:, None] * inner + cols[None, :]
     a = tl.load(x_ptr + at, mask=ok, other=0.0).to(tl.float32)
     g = tl.load(x_ptr + at + inner, mask=ok, other=0.0).to(tl.float32)
+    return a, g, at, out, ok
+
+
+# `rows` (tokens x batch) is not specialised on: one compile per dtype and width, not per
+# batch and image size (each compile is ~0.4 s of a first call)
+@triton.jit(do_not_specialize=["rows"])
+def _geglu_forward(x_ptr, y_ptr, rows, inner, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    a, g, at, out, ok = _load_halves(x_ptr, rows, inner, BLOCK_R, BLOCK_C)
     y = a * g * 0.5 * (1.0 + tl.math.erf(g * SQRT_HALF))
-    out = row_ids.to(tl.int64)[:, None] * inner + cols[None, :]
     tl.store(y_ptr + out, y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit(do_not_specialize=["rows"])
 def _geglu_backward(x_ptr, dy_ptr, dx_ptr, rows, inner, BLOCK_R: tl.constexpr,
                     BLOCK_C: tl.constexpr):
-    row_ids = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    ok = (row_ids < rows)[:, None] & (cols < inner)[None, :]
-    at = row_ids.to(tl.int64)[:, None] * (2 * inner) + cols[None, :]
-    a = tl.load(x_ptr + at, mask=ok, other=0.0).to(tl.float32)
-    g = tl.load(x_ptr + at + inner, mask=ok, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + row_ids.to(tl.int64)[:, None] * inner + cols[None, :], mask=ok,
-                 other=0.0).to(tl.float32)
+    a, g, at, out, ok = _load_halves(x_ptr, rows, inner, BLOCK_R, BLOCK_C)
+    dy = tl.load(dy_ptr + out, mask=ok, other=0.0).to(tl.float32)
     cdf = 0.5 * (1.0 + tl.math.erf(g * SQRT_HALF))
     pdf = tl.exp(-0.5 * g * g) * INV_SQRT_2PI
     tl.store(dx_ptr + at, (dy * g * cdf).to(dx_ptr.dtype.element_ty), mask=ok)
