@@ -17,12 +17,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from easyphoto_core.lora_format import save_lora
 from easyphoto_core.workspace import atomic_save_with
+
+if TYPE_CHECKING:  # what is read of an optimizer: param_groups and state, as torch.optim has them
+    from easyphoto_train.adamw import FusedAdamW
+
+    AdamWLike = torch.optim.AdamW | FusedAdamW
 
 CHECKPOINT_PATTERN = re.compile(r"step-(\d{6})\.safetensors")
 
@@ -117,7 +123,7 @@ class HostStaging:
 
 
 def snapshot_checkpoint(directory: Path, step: int, lora_tensors: dict[str, torch.Tensor],
-                        metadata: dict[str, str], optimizer: torch.optim.Optimizer,
+                        metadata: dict[str, str], optimizer: AdamWLike,
                         parameter_names: dict[int, str], staging: HostStaging
                         ) -> CheckpointSnapshot:
     """What the checkpoint of `step` holds, off the device now (into `staging`): the next
@@ -166,7 +172,7 @@ class CheckpointWriter:
         self._on_written(snapshot.checkpoint)
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameter_names: dict[int, str]
+def _optimizer_tensors(optimizer: AdamWLike, parameter_names: dict[int, str]
                        ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The moments where they are (the caller copies them) and the step counts."""
     tensors: dict[str, torch.Tensor] = {}
@@ -187,7 +193,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, parameter_names: dict[i
     return tensors, {"adam_steps": json.dumps(steps)}
 
 
-def load_optimizer_state(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer,
+def load_optimizer_state(checkpoint: Checkpoint, optimizer: AdamWLike,
                          parameter_names: dict[int, str]) -> None:
     """Put AdamW's moments back, matched by parameter name (not by position)."""
     from safetensors import safe_open

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from easyphoto_core.params import TrainParams
+from easyphoto_train.adamw import FusedAdamW
 
 
 @dataclass
@@ -51,11 +52,11 @@ def encode_latents(vae: torch.nn.Module, images: np.ndarray, *, device: torch.de
     return latents.view(images.shape[0], 2, *latents.shape[1:])
 
 
-def build_optimizer(network: Any, params: TrainParams, *, capturable: bool = False
-                    ) -> torch.optim.AdamW:
+def build_optimizer(network: Any, params: TrainParams, *, capturable: bool = False) -> Any:
     """AdamW, constant LR; the text encoder at lr x text_encoder_lr_ratio (EasyPhoto: lr/2).
 
-    `capturable` keeps AdamW's step counters on the GPU so the step can live in a CUDA graph.
+    `capturable` (CUDA): FusedAdamW, one kernel for all LoRA tensors with its step counters on
+    the GPU, so the step can live in a CUDA graph (adamw.py says why not torch.optim's).
     """
     unet_params, te_params = network.parameters_by_part()
     groups = [{"params": unet_params, "lr": params.learning_rate, "name": "unet"}]
@@ -65,9 +66,9 @@ def build_optimizer(network: Any, params: TrainParams, *, capturable: bool = Fal
     else:
         for parameter in te_params:
             parameter.requires_grad_(False)
-    # fused: one kernel for all LoRA tensors instead of a few per tensor (CUDA only)
-    return torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=1e-2, eps=1e-8,
-                             capturable=capturable, fused=capturable or None)
+    if capturable:
+        return FusedAdamW(groups, lr=params.learning_rate, weight_decay=1e-2, eps=1e-8)
+    return torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=1e-2, eps=1e-8)
 
 
 class LoRATrainingLoop:
@@ -156,7 +157,7 @@ class CudaGraphStep:
     Built at start-up: AdamW's state is created up front (zeros, as its first step would), a
     few forward/backward passes on a side stream load the CUDA kernels and let cuBLAS/cuDNN
     settle without updating any weight, then the step is captured. Every `step()` is then one
-    replay = one optimizer step. Needs CUDA, one micro-batch per step and capturable AdamW.
+    replay = one optimizer step. Needs CUDA, one micro-batch per step and FusedAdamW.
     """
 
     def __init__(self, loop: LoRATrainingLoop, *, warmup_passes: int = 3) -> None:
@@ -165,7 +166,7 @@ class CudaGraphStep:
         self.loop = loop
         self.timings: dict[str, float] = {}  # warm-up and capture seconds, for benchmarks
         started = time.perf_counter()
-        _initialise_adam_state(loop.optimizer)
+        loop.optimizer.initialise_state()
         self._warm_up(warmup_passes)
         self.timings["warmup_s"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -197,17 +198,3 @@ class CudaGraphStep:
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.loop.step_count}")
         return loss
-
-
-def _initialise_adam_state(optimizer: torch.optim.Optimizer) -> None:
-    """AdamW's per-parameter state as its first step creates it (unless resumed): zero moments
-    and a step counter on the device, so that capture records no allocation of state."""
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            if optimizer.state.get(parameter):
-                continue
-            optimizer.state[parameter] = {
-                "step": torch.zeros((), dtype=torch.float32, device=parameter.device),
-                "exp_avg": torch.zeros_like(parameter, memory_format=torch.preserve_format),
-                "exp_avg_sq": torch.zeros_like(parameter, memory_format=torch.preserve_format),
-            }

@@ -88,3 +88,41 @@ def test_host_staging_copies_into_reused_pinned_buffers():
     second = staging.copy({"w": weight})["w"]
     assert second.data_ptr() == first.data_ptr()  # refilled, not reallocated
     assert torch.equal(second, weight.cpu())
+
+
+def test_fused_adamw_matches_torch_fused_capturable_adamw_bit_for_bit_in_a_graph():
+    """The step graph's optimizer (adamw.py) against the one it replaced, on CUDA: the same
+    kernel after the same counter increment, so equal bits, eager and replayed."""
+    from easyphoto_train.adamw import FusedAdamW
+
+    def parameters():
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(shape, device="cuda", generator=generator))
+                for shape in ((128, 64), (64, 128), (320,))]
+
+    def groups(params):
+        return [{"params": params[:2], "lr": 1e-3}, {"params": params[2:], "lr": 5e-4}]
+
+    ours, theirs = parameters(), parameters()
+    optimizers = [FusedAdamW(groups(ours), lr=1e-3, weight_decay=1e-2, eps=1e-8),
+                  torch.optim.AdamW(groups(theirs), lr=1e-3, weight_decay=1e-2, eps=1e-8,
+                                    capturable=True, fused=True)]
+    grads = [torch.randn_like(p) for p in ours]
+    for params, optimizer in zip((ours, theirs), optimizers, strict=True):
+        for parameter, grad in zip(params, grads, strict=True):
+            parameter.grad = grad.clone()
+        optimizer.step()  # eager: creates the state
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            optimizer.step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            optimizer.step()
+        for _ in range(3):
+            graph.replay()
+    torch.cuda.synchronize()
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert torch.equal(mine, reference)
+    assert float(optimizers[0].state[ours[0]]["step"]) == 5.0  # eager 2 + 3 replays
