@@ -273,15 +273,17 @@ class LatentInpainter:
     def _predictor(self, inputs: dict[str, Any], active: list) -> Callable[..., torch.Tensor]:
         def predict(latent_in: torch.Tensor, timestep: torch.Tensor, prompt_embeds: torch.Tensor,
                     control_images: list[torch.Tensor]) -> torch.Tensor:
-            down, mid = None, None
-            for (controlnet, weight), image in zip(active, control_images, strict=True):
-                d, m = _call_controlnet(controlnet, latent_in, timestep, prompt_embeds, image,
-                                        weight)
-                down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
-                mid = m if mid is None else mid + m
-            return self.components.unet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
-                                        down_block_additional_residuals=down,
-                                        mid_block_additional_residual=mid).sample
+            unet = self.components.unet
+            controls = [(net, image, weight) for (net, weight), image
+                        in zip(active, control_images, strict=True)]
+            if controls and latent_in.is_cuda and _reads_residuals_after(unet):
+                return _beside_the_down_path(unet, controls, latent_in, timestep, prompt_embeds)
+            down, mid = _sum_residuals([_call_controlnet(net, latent_in, timestep, prompt_embeds,
+                                                         image, weight)
+                                        for net, image, weight in controls])
+            return unet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
+                        down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid).sample
 
         key = ("noise", id(self.components.unet), tuple(inputs["latent_in"].shape),
                tuple((id(net), weight) for net, weight in active),
@@ -334,6 +336,70 @@ def _call_controlnet(controlnet: Any, latent_in: torch.Tensor, timestep: torch.T
                           return_dict=False)
     finally:
         controlnet.controlnet_cond_embedding = embedding
+
+
+def _sum_residuals(outputs: list) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """The ControlNets' (down residuals, mid residual), summed in their order."""
+    down, mid = None, None
+    for d, m in outputs:
+        down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
+        mid = m if mid is None else mid + m
+    return down, mid
+
+
+def _reads_residuals_after(unet: Any) -> bool:
+    """A UNet (diffusers' or ours) that adds the ControlNet residuals only once its down blocks
+    have run: the residuals can be computed while they run."""
+    return isinstance(getattr(unet, "down_blocks", None), torch.nn.ModuleList)
+
+
+def _beside_the_down_path(unet: Any, controls: list, latent_in: torch.Tensor,
+                          timestep: torch.Tensor, prompt_embeds: torch.Tensor) -> torch.Tensor:
+    """UNet + ControlNets with each ControlNet on its own CUDA stream, running while the UNet's
+    down blocks (which do not need them) run on this one; the UNet waits for their residuals
+    after its last down block, where it first reads them. Same kernels, same sums, same bits.
+
+    Why: at 512 px with the guidance batch of 2 the low-resolution blocks' kernels fill a
+    fraction of the H200's 132 SMs; side by side they fill more. A captured 512 px UNet + 2
+    ControlNet step went from 12.9 to 10.6 ms, 768 px from 27.2 to 24.9 ms (H200, fp16,
+    random SD1.5 weights, median of 20 graph replays). Captured in a CUDA graph, the streams
+    become parallel branches of it."""
+    main = torch.cuda.current_stream()
+    streams = [torch.cuda.Stream(device=latent_in.device) for _ in controls]
+    outputs = []
+    for (net, image, weight), stream in zip(controls, streams, strict=True):
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream):
+            outputs.append(_call_controlnet(net, latent_in, timestep, prompt_embeds, image,
+                                            weight))
+    last = streams[-1]
+    for stream in streams[:-1]:
+        last.wait_stream(stream)
+    with torch.cuda.stream(last):
+        down, mid = _sum_residuals(outputs)
+    # made on one stream, read on another: their memory is not reused before that read
+    for d, m in outputs:
+        for tensor in (*d, m):
+            tensor.record_stream(last)
+    for tensor in (*down, mid):
+        tensor.record_stream(main)
+    joined: list[bool] = []
+
+    def wait_for_residuals(*_: Any) -> None:
+        main.wait_stream(last)
+        joined.append(True)
+
+    hook = unet.down_blocks[-1].register_forward_hook(wait_for_residuals)
+    try:
+        sample = unet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
+                      down_block_additional_residuals=down,
+                      mid_block_additional_residual=mid).sample
+    finally:
+        hook.remove()
+    if not joined:  # the UNet read the residuals without running its last down block
+        raise RuntimeError("the UNet's last down block did not run: ControlNet residuals "
+                           "would be read before they are ready")
+    return sample
 
 
 def _unit_mask(mask: np.ndarray) -> np.ndarray:
