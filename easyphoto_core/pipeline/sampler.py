@@ -18,7 +18,7 @@ DPMSolverMultistepScheduler in that configuration to float rounding, tested agai
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,9 +278,9 @@ class LatentInpainter:
                         in zip(active, control_images, strict=True)]
             if controls and latent_in.is_cuda and _reads_residuals_after(unet):
                 return _beside_the_down_path(unet, controls, latent_in, timestep, prompt_embeds)
-            down, mid = _sum_residuals([_call_controlnet(net, latent_in, timestep, prompt_embeds,
-                                                         image, weight)
-                                        for net, image, weight in controls])
+            down, mid = _sum_residuals(_call_controlnet(net, latent_in, timestep, prompt_embeds,
+                                                        image, weight)
+                                       for net, image, weight in controls)
             return unet(latent_in, timestep, encoder_hidden_states=prompt_embeds,
                         down_block_additional_residuals=down,
                         mid_block_additional_residual=mid).sample
@@ -338,8 +338,10 @@ def _call_controlnet(controlnet: Any, latent_in: torch.Tensor, timestep: torch.T
         controlnet.controlnet_cond_embedding = embedding
 
 
-def _sum_residuals(outputs: list) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-    """The ControlNets' (down residuals, mid residual), summed in their order."""
+def _sum_residuals(outputs: Iterable[tuple[Sequence[torch.Tensor], torch.Tensor]]
+                   ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """The ControlNets' (down residuals, mid residual), summed in their order (as they come:
+    a generator keeps one ControlNet's residuals alive beside the running sum, not all)."""
     down, mid = None, None
     for d, m in outputs:
         down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
