@@ -7,6 +7,8 @@ graph and its replays timed with CUDA events (median of 20), so the figures are 
 launch overhead. Also prints each part's FLOPs (torch's flop counter) and the time those would
 take at the measured matrix rate, the floor no kernel choice gets under. With --profile, the
 heaviest kernels of one eager UNet + 2 ControlNet step and one VAE decode, by kernel class.
+"unet+2cn||" is the same step as the sampler runs it on CUDA, each ControlNet on its own stream
+beside the UNet's down blocks (sampler._beside_the_down_path).
 """
 
 from __future__ import annotations
@@ -77,9 +79,16 @@ def step_fns(models, size: int, dtype) -> dict[str, Callable[[], object]]:
                     down_block_additional_residuals=[a + b for a, b in zip(d1, d2, strict=True)],
                     mid_block_additional_residual=m1 + m2).sample
 
+    def side_streams_step():  # what the sampler runs on CUDA: the ControlNets on their streams
+        from easyphoto_core.pipeline.sampler import _beside_the_down_path
+
+        controls = [(models[name], hint, 0.5) for name in ("cn1", "cn2")]
+        return _beside_the_down_path(unet, controls, latent, t, text)
+
     return {"unet": lambda: unet(latent, t, encoder_hidden_states=text).sample,
             "controlnet": lambda: controlnet("cn1"),
             "unet+2cn": full_step,
+            "unet+2cn||": side_streams_step,
             "vae_encode": lambda: vae.encode(pixels).latent_dist.mean,
             "vae_decode": lambda: vae.decode(z).sample}
 

@@ -194,7 +194,7 @@ def job_child(config: Path) -> int:
     def make_stepper(loop, events):  # the graph's warm-up / capture split, and memory so far
         stepper = stepper_of(loop, events)
         timings.update({f"step_graph_{k}": v for k, v in getattr(stepper, "timings", {}).items()})
-        # torch.optim's first use imports it (adamw.py): 4.4 s of this start-up on the H200
+        # torch.optim's first use imports it (adamw.py): 4.1 s of this start-up on the H200
         after_startup["torch_dynamo_imported_by_startup"] = "torch._dynamo" in sys.modules
         if torch.cuda.is_available():
             after_startup["peak_after_startup_gib"] = round(

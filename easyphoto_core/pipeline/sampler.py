@@ -364,8 +364,9 @@ def _beside_the_down_path(unet: Any, controls: list, latent_in: torch.Tensor,
     Why: at 512 px with the guidance batch of 2 the low-resolution blocks' kernels fill a
     fraction of the H200's 132 SMs; side by side they fill more. A captured 512 px UNet + 2
     ControlNet step went from 12.9 to 10.6 ms, 768 px from 27.2 to 24.9 ms (H200, fp16,
-    random SD1.5 weights, median of 20 graph replays). Captured in a CUDA graph, the streams
-    become parallel branches of it."""
+    random SD1.5 weights, median of 20 graph replays; bench/generate_parts_gpu.py's
+    `unet+2cn||` row against `unet+2cn`). Captured in a CUDA graph, the streams become parallel
+    branches of it."""
     main = torch.cuda.current_stream()
     streams = [torch.cuda.Stream(device=latent_in.device) for _ in controls]
     outputs = []
